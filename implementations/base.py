@@ -1,0 +1,130 @@
+"""The implementation contract, and helpers every backend shares.
+
+A backend is a subpackage of ``implementations`` whose ``__init__`` defines, without
+importing its framework at module level:
+
+- ``REQUIRES``: tuple of hardware needs (``()`` or ``("gpu",)``), for the harness to
+  filter on and say why;
+- ``available() -> (ok, reason)``: never raises; the reason is the real one (the
+  exception text of a failed import or device query);
+- ``build(spec, params, dtype) -> Model`` with ``dtype`` ``"float32"`` or ``"float64"``;
+  anything it cannot do raises ``NotImplementedError`` with a reason;
+- ``settings() -> dict``: what changes its numbers (threads, compute dtype, device,
+  library versions, oneDNN/TF32 state, ...), for the report.
+
+``Model`` below is what ``build`` returns.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from bench.spec import ModelSpec
+
+DTYPES = ("float32", "float64")
+
+
+class Model(abc.ABC):
+    """One built network. Host arrays in and out are NumPy, canonical layouts:
+    images ``(N, C, H, W)``, labels one-hot ``(N, classes)``, params as ``bench.params``.
+    """
+
+    spec: ModelSpec
+    dtype: str
+
+    @abc.abstractmethod
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, classes)`` on the host, dropout off."""
+
+    @abc.abstractmethod
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss and its gradient for every parameter (canonical names and layouts),
+        dropout off."""
+
+    @abc.abstractmethod
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        """One in-place plain-SGD update, dropout off; returns the loss before it."""
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, np.ndarray]:
+        """Current parameters, canonical layout, on the host."""
+
+    @abc.abstractmethod
+    def train_step(self, x: Any, y: Any) -> None:
+        """The backend's fastest idiomatic training step (dropout on, lr from the spec)
+        on batches already passed through ``to_device``."""
+
+    def to_device(self, x: np.ndarray) -> Any:
+        """Move/convert a host batch (images or labels) to what ``train_step`` takes."""
+        return x
+
+    def sync(self) -> None:
+        """Wait for queued device work (no-op on CPU backends)."""
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """Output of every layer (canonical layout, dropout off), for locating the first
+        layer that diverges. Optional."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose activations")
+
+
+def check_supported(
+    backend: str,
+    spec: ModelSpec,
+    dtype: str,
+    *,
+    layers: tuple[str, ...] | None = None,
+    losses: tuple[str, ...] | None = None,
+    dtypes: tuple[str, ...] = DTYPES,
+) -> None:
+    """Raise ``NotImplementedError`` naming what ``backend`` does not support."""
+    if dtype not in dtypes:
+        raise NotImplementedError(f"{backend}: dtype {dtype!r} not supported (supports {dtypes})")
+    if losses is not None and spec.loss not in losses:
+        raise NotImplementedError(f"{backend}: loss {spec.loss!r} not supported (supports {losses})")
+    if layers is not None:
+        for i, layer in enumerate(spec.layers):
+            if layer.type not in layers:
+                raise NotImplementedError(f"{backend}: layer {i} type {layer.type!r} not supported")
+
+
+def one_hot(labels: np.ndarray, classes: int = 10, dtype: str = "float64") -> np.ndarray:
+    """Integer labels ``(N,)`` -> one-hot ``(N, classes)``."""
+    out = np.zeros((len(labels), classes), dtype=dtype)
+    out[np.arange(len(labels)), labels] = 1
+    return out
+
+
+def conv_w_to_hwio(w: np.ndarray) -> np.ndarray:
+    """Canonical conv W ``(O, I, kh, kw)`` -> ``(kh, kw, I, O)`` (Keras/TF/channels-last)."""
+    assert w.ndim == 4, w.shape
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def conv_w_from_hwio(w: np.ndarray) -> np.ndarray:
+    """``(kh, kw, I, O)`` -> canonical ``(O, I, kh, kw)``."""
+    assert w.ndim == 4, w.shape
+    return np.ascontiguousarray(w.transpose(3, 2, 0, 1))
+
+
+def nchw_to_nhwc_rows(spec: ModelSpec, dense_index: int) -> np.ndarray | None:
+    """For a dense layer right after ``flatten`` of a ``(C, H, W)`` tensor: the row
+    permutation ``perm`` such that ``W_nhwc = W_canonical[perm]`` takes features in NHWC
+    flatten order (``h * W * C + w * C + c``) to the canonical NCHW order. ``None`` when
+    the dense layer does not follow a flattened image (or C, H or W is 1 so nothing
+    moves... still returned for C > 1). The inverse for gradients is ``argsort(perm)``.
+    """
+    shapes = spec.input_shapes()
+    j = dense_index - 1
+    while j >= 0 and spec.layers[j].type in ("dropout", "sigmoid", "relu", "tanh"):
+        j -= 1
+    if j < 0 or spec.layers[j].type != "flatten":
+        return None
+    src = shapes[j]
+    if len(src) != 3:
+        return None
+    c, h, w = src
+    # NHWC position p = (hh, ww, cc) holds canonical feature cc*H*W + hh*W + ww.
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)

@@ -1,0 +1,32 @@
+"""NumPy implementation: the float64 reference every other backend is checked against.
+
+im2col + GEMM convolutions in NHWC, vectorised max-pool routing to the argmax, stable
+softmax/cross-entropy. The same code runs on CuPy (see ``implementations.cupy``).
+"""
+
+from __future__ import annotations
+
+REQUIRES: tuple[str, ...] = ()
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import numpy
+
+        return True, f"numpy {numpy.__version__}"
+    except Exception as e:  # pragma: no cover - numpy is a core dependency
+        return False, f"import numpy failed: {type(e).__name__}: {e}"
+
+
+def build(spec, params, dtype: str = "float32"):
+    from .model import XpModel
+
+    return XpModel(spec, params, dtype)
+
+
+def settings() -> dict:
+    import numpy
+
+    from bench.threads import blas_info
+
+    return {"library": f"numpy {numpy.__version__}", "device": "cpu", "layout": "NHWC internal", **blas_info()}

@@ -1,0 +1,195 @@
+"""The reference network: a spec's layers run in order with NumPy (or CuPy) arrays.
+
+Internal layouts: images NHWC (converted at the input and at ``flatten``), conv weights
+in GEMM layout ``(O, kh*kw*C)``; dense weights are canonical ``(in, out)``. Parameters
+and gradients are converted back to canonical layouts only in ``params()`` and
+``loss_and_grads()``; ``train_step`` updates the internal arrays in place. The final
+softmax is fused with cross-entropy (gradient ``(p - y) / N`` from the logits); with MSE
+it back-propagates through the softmax Jacobian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.params import check_params
+from bench.spec import ModelSpec
+from implementations.base import Model, check_supported
+
+from . import cnn, mlp
+
+
+class XpModel(Model):
+    """``xp`` is ``numpy`` or ``cupy``; everything else is the same code."""
+
+    backend = "numpy"
+
+    def __init__(self, spec: ModelSpec, params: dict, dtype: str, xp: Any = np, seed: int = 0):
+        check_supported(self.backend, spec, dtype)
+        check_params(spec, params)
+        self.spec, self.dtype, self.xp = spec, dtype, xp
+        self.layers = spec.layers
+        self.in_shapes = spec.input_shapes()
+        self.rng = xp.random.default_rng(seed)
+        self.w: dict[str, Any] = {}
+        for name, value in params.items():
+            i = int(name.split(".")[0])
+            a = np.asarray(value, dtype=dtype)
+            if name.endswith(".W") and self.layers[i].type == "conv2d":
+                a = cnn.conv_weight_in(a)  # (O, C, kh, kw) -> (O, kh*kw*C)
+            self.w[name] = xp.asarray(a)
+
+    # ------------------------------------------------------------------ conversions
+    def _to_internal(self, x):
+        """Canonical host batch -> internal array: images NCHW -> NHWC, in ``dtype``."""
+        xp = self.xp
+        x = xp.asarray(x, dtype=self.dtype)
+        if x.ndim == 4:
+            x = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        return x
+
+    def _param_out(self, name: str, a) -> np.ndarray:
+        """Internal layout -> canonical host array (the inverse of ``__init__``)."""
+        i = int(name.split(".")[0])
+        if name.endswith(".W") and self.layers[i].type == "conv2d":
+            a = cnn.conv_weight_out(a, self.in_shapes[i][0], self.layers[i].kernel)
+        out = a.get() if hasattr(a, "get") else np.asarray(a)
+        return np.ascontiguousarray(out)
+
+    # ------------------------------------------------------------------ passes
+    def _forward(self, x, train: bool):
+        """Run every layer; returns (output, caches, logits). ``caches[i]`` is what layer i's
+        backward needs. The last softmax is not applied to ``logits``."""
+        caches: list[Any] = []
+        logits = None
+        for i, layer in enumerate(self.layers):
+            kind, cache = layer.type, None
+            if kind == "dense":
+                cache = x
+                x = mlp.dense_forward(x, self.w[f"{i}.W"], self.w[f"{i}.b"])
+            elif kind == "conv2d":
+                shape = x.shape
+                x, cols = cnn.conv_forward(x, self.w[f"{i}.W"], self.w[f"{i}.b"], layer.kernel, layer.padding)
+                cache = (cols, shape)
+            elif kind == "maxpool2d":
+                shape = x.shape
+                x, arg = cnn.maxpool_forward(x)
+                cache = (arg, shape)
+            elif kind == "flatten":
+                cache = x.shape
+                if x.ndim == 4:  # NHWC -> NCHW so features are in canonical order
+                    x = x.transpose(0, 3, 1, 2)
+                x = x.reshape(x.shape[0], -1)
+            elif kind == "dropout":
+                if train and layer.rate > 0:
+                    cache = mlp.dropout_mask(self.rng, x.shape, layer.rate, x.dtype)
+                    x = x * cache
+            elif kind == "softmax":
+                logits = x
+                x = mlp.softmax(x)
+            else:
+                x = mlp.activation_forward(kind, x)
+                cache = x
+            caches.append(cache)
+        return x, caches, logits
+
+    def _loss(self, out, logits, y):
+        """(loss, gradient w.r.t. the input of the last layer when it is a softmax fused
+        with CE, else w.r.t. the output) and whether the last layer is already done."""
+        if self.spec.loss == "cross_entropy":
+            loss, _, dz = mlp.cross_entropy_from_logits(logits, y)
+            return loss, dz, True
+        loss, dout = mlp.mse_loss(out, y)
+        return loss, dout, False
+
+    def _backward(self, caches, out, dy, last_done: bool) -> dict[str, Any]:
+        """Gradients in internal layouts. ``dy`` is d loss / d (output of the last layer),
+        or of its input when ``last_done``."""
+        grads: dict[str, Any] = {}
+        top = len(self.layers) - 1
+        for i in range(top, -1, -1):
+            layer, cache, kind = self.layers[i], caches[i], self.layers[i].type
+            if i == top and last_done:
+                continue
+            need_dx = i > 0
+            if kind == "dense":
+                dy, grads[f"{i}.W"], grads[f"{i}.b"] = mlp.dense_backward(cache, self.w[f"{i}.W"], dy, need_dx)
+            elif kind == "conv2d":
+                cols, shape = cache
+                dy, grads[f"{i}.W"], grads[f"{i}.b"] = cnn.conv_backward(
+                    cols, shape, self.w[f"{i}.W"], dy, layer.kernel, layer.padding, need_dx
+                )
+            elif kind == "maxpool2d":
+                dy = cnn.maxpool_backward(cache[0], cache[1], dy)
+            elif kind == "flatten":
+                if len(cache) == 4:
+                    n, h, w, c = cache
+                    dy = dy.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+                else:
+                    dy = dy.reshape(cache)
+            elif kind == "dropout":
+                if cache is not None:
+                    dy = dy * cache
+            elif kind == "softmax":
+                dy = mlp.softmax_backward(out, dy)
+            else:
+                dy = mlp.activation_backward(kind, cache, dy)
+        return grads
+
+    def _step(self, x, y, train: bool, lr: float | None):
+        out, caches, logits = self._forward(x, train)
+        loss, dy, done = self._loss(out, logits, y)
+        grads = self._backward(caches, out, dy, done)
+        if lr is not None:
+            for name, g in grads.items():
+                w = self.w[name]
+                w -= lr * g
+        return loss, grads
+
+    # ------------------------------------------------------------------ contract
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, _, _ = self._forward(self._to_internal(x), train=False)
+        return self._host(out)
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        outs = []
+        h = self._to_internal(x)
+        for i in range(len(self.layers)):
+            sub = XpModelView(self, i + 1)
+            h_i, _, _ = sub._forward(h, train=False)
+            outs.append(self._canonical_act(h_i))
+        return outs
+
+    def _canonical_act(self, a) -> np.ndarray:
+        a = self._host(a)
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a
+
+    def _host(self, a) -> np.ndarray:
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        loss, grads = self._step(self._to_internal(x), self.xp.asarray(y, dtype=self.dtype), False, None)
+        return float(loss), {k: self._param_out(k, g) for k, g in sorted(grads.items())}
+
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        loss, _ = self._step(self._to_internal(x), self.xp.asarray(y, dtype=self.dtype), False, lr)
+        return float(loss)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: self._param_out(k, v) for k, v in sorted(self.w.items())}
+
+    def to_device(self, x: np.ndarray):
+        return self._to_internal(x)
+
+    def train_step(self, x, y) -> None:
+        self._step(x, y, True, self.spec.train.lr)
+
+
+class XpModelView(XpModel):
+    """The first ``n`` layers of a model, sharing its weights (for ``activations``)."""
+
+    def __init__(self, base: XpModel, n: int):
+        self.__dict__.update(base.__dict__)
+        self.layers = base.layers[:n]
