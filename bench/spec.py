@@ -335,3 +335,41 @@ def resolve(name_or_path: str) -> ModelSpec:
     if name_or_path.endswith((".toml", ".json")) or "/" in name_or_path:
         return load_spec_file(name_or_path)
     return preset(name_or_path)
+
+
+def random_spec(seed: int) -> ModelSpec:
+    """A small random valid spec (odd sizes, both paddings, pools that floor, every layer
+    type and both losses across seeds), for property tests of any implementation."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(100):
+        c, h, w = rng.choice([1, 2, 3]), rng.randint(5, 11), rng.randint(5, 11)
+        layers: list[dict[str, Any]] = []
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            layers.append(
+                {"type": "conv2d", "filters": rng.randint(1, 5), "kernel": rng.choice([1, 3, 3, 5]),
+                 "padding": rng.choice(PADDINGS)}
+            )
+            layers.append({"type": rng.choice(["relu", "tanh", "sigmoid"])})
+            if rng.random() < 0.7:
+                layers.append({"type": "maxpool2d", "size": 2})
+        layers.append({"type": "flatten"})
+        for _ in range(rng.choice([0, 1, 2])):
+            layers.append({"type": "dense", "units": rng.randint(3, 13)})
+            layers.append({"type": rng.choice(["relu", "tanh", "sigmoid"])})
+            if rng.random() < 0.4:
+                layers.append({"type": "dropout", "rate": 0.3})
+        layers += [{"type": "dense", "units": rng.choice([3, 10])}, {"type": "softmax"}]
+        d = {
+            "name": f"random-{seed}",
+            "input_shape": [c, h, w],
+            "loss": rng.choice(LOSSES),
+            "layers": layers,
+            "train": {"lr": 0.05, "batch_size": 4, "epochs": 1},
+        }
+        try:
+            return ModelSpec.from_dict(d)
+        except SpecError:
+            continue
+    raise RuntimeError(f"no valid random spec for seed {seed}")  # pragma: no cover

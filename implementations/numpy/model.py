@@ -36,7 +36,7 @@ class XpModel(Model):
         self.w: dict[str, Any] = {}
         for name, value in params.items():
             i = int(name.split(".")[0])
-            a = np.asarray(value, dtype=dtype)
+            a = np.array(value, dtype=dtype)  # a copy: the caller's params are never updated
             if name.endswith(".W") and self.layers[i].type == "conv2d":
                 a = cnn.conv_weight_in(a)  # (O, C, kh, kw) -> (O, kh*kw*C)
             self.w[name] = xp.asarray(a)

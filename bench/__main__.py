@@ -1,0 +1,53 @@
+"""``python -m bench <command>``: data, agree, run, report, compare, specs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module with ``main(argv) -> int``, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("bench.data", "fetch and verify MNIST, print where it is"),
+    "agree": ("bench.agreement", "check implementations against the NumPy float64 reference"),
+    "run": ("bench.run", "the benchmark run: agreement, speed, accuracy, reports (tox -e bench)"),
+    "report": ("bench.report", "(re)write the reports of a run directory"),
+    "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
+    "specs": ("bench.__main__", "list presets and implementations, with availability"),
+}
+
+
+def specs_main(argv: list[str]) -> int:
+    import implementations
+    from bench.spec import preset, preset_names
+
+    argparse.ArgumentParser(prog="python -m bench specs").parse_args(argv)
+    for name in preset_names():
+        s = preset(name)
+        print(f"{name:<10} {s.num_params():>9,} params  loss={s.loss:<13} {s.description}")
+    print()
+    for name, (ok, reason) in implementations.available().items():
+        print(f"{name:<14} {'available' if ok else 'unavailable'}: {reason}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m bench <command> [options]\n\ncommands:")
+        for cmd, (_, text) in COMMANDS.items():
+            print(f"  {cmd:<8} {text}")
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"error: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if cmd == "specs":
+        return specs_main(rest)
+    module = importlib.import_module(COMMANDS[cmd][0])
+    entry = getattr(module, "main", None) or getattr(module, "data_main_cli")
+    return int(entry(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

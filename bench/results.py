@@ -1,0 +1,115 @@
+"""The results schema: one tidy record per measurement, appended as JSON lines.
+
+A run directory ``reports/<run_id>/`` holds ``run.json`` (run metadata and environment)
+and ``results.jsonl`` (records appended and fsync'ed as each case finishes, so an
+interrupted run loses nothing). Every record has the ``COMMON`` columns plus those of its
+``kind`` (``KIND_COLUMNS``); absent columns read back as missing values.
+
+Bump ``SCHEMA_VERSION`` when a column changes meaning; readers refuse newer versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+
+COMMON = ("schema_version", "run_id", "kind", "impl", "model", "dtype")
+
+KIND_COLUMNS: dict[str, tuple[str, ...]] = {
+    # can the implementation run here, and if not, why
+    "availability": ("available", "reason", "requires"),
+    # one row per setting that changes numbers (threads, device, oneDNN/TF32, versions, ...)
+    "setting": ("key", "value"),
+    # one row per compared tensor; phase: forward | loss | grad | params | activation
+    "agreement": ("tensor", "phase", "max_abs", "max_rel", "tol", "ok", "first_divergent_layer", "detail"),
+    # one row per (phase, batch_size); phase: forward | loss_and_grads | train_step
+    "speed": (
+        "phase", "batch_size", "rounds", "median_s", "iqr_s", "mean_s", "min_s", "samples_s",
+        "samples_per_s", "gflops", "frac_peak", "speedup_vs_numpy", "speedup_vs_pure_python",
+        "validated", "iterations", "warmup_rounds",
+    ),
+    # JIT/graph compilation, apart from steady state; phase "build" is model construction
+    "compile": ("phase", "cold_s", "warm_cache_s", "steady_s", "batch_size"),
+    # one row per (seed, epoch)
+    "accuracy": (
+        "seed", "epoch", "train_samples", "steps", "test_acc", "test_loss", "train_loss",
+        "epoch_s", "extrapolated_epoch_s", "target_acc", "time_to_target_s", "validated",
+        # added for the regression gate: size of the evaluated test set (binomial band)
+        "test_samples",
+        "batch_size",  # training batch size (run helper)
+    ),
+    # this machine's measured peak (a large float32 GEMM timed in the same run)
+    "peak": ("gemm_n", "gflops", "median_s", "samples_s"),  # samples_s: raw per-round times (gate)
+    # a case that did not produce figures; status: skipped | crash | timeout | oom | not_implemented | disagrees
+    "error": ("phase", "status", "error"),
+}
+
+
+class SchemaError(ValueError):
+    """A results file this version cannot read (newer schema, missing or malformed)."""
+
+
+def make_record(kind: str, **fields: Any) -> dict[str, Any]:
+    if kind not in KIND_COLUMNS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    allowed = set(COMMON) | set(KIND_COLUMNS[kind])
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"{kind} record: unknown columns {sorted(unknown)}")
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, **fields}
+
+
+def append_records(run_dir: str | Path, records: list[dict[str, Any]]) -> None:
+    """Append and fsync: what was written survives a crash of the run."""
+    path = Path(run_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, default=_jsonable) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All records of a run; a torn last line (crash mid-write) is dropped, anything else
+    malformed or from a newer schema raises ``SchemaError``."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise SchemaError(f"no results file at {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if n == len(lines):
+                break  # torn final write
+            raise SchemaError(f"{path}:{n}: not JSON: {e}") from e
+        check_version(rec.get("schema_version"), f"{path}:{n}")
+        out.append(rec)
+    return out
+
+
+def check_version(version: Any, where: str) -> None:
+    if not isinstance(version, int):
+        raise SchemaError(f"{where}: missing or invalid schema_version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where}: written by a newer nnbench (schema {version}); this one reads up to {SCHEMA_VERSION}"
+        )
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)

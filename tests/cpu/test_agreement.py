@@ -1,0 +1,79 @@
+"""bench.agreement: it passes what agrees, and (negative controls) fails what does not."""
+
+import numpy as np
+import pytest
+
+import implementations
+from bench.agreement import TOLERANCES, check, compare_tensor, main
+from bench.spec import preset, random_spec
+
+import fake_backends
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setitem(implementations._REGISTRY, "fake", "fake_backends")
+    yield fake_backends.BREAK
+    fake_backends.BREAK["kind"] = "weight"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-cnn", "mlp", "cnn"])
+def test_numpy_agrees_with_itself(name, dtype):
+    res = check("numpy", name, dtype)
+    assert res.passed, res.format(verbose=True)
+    phases = {r["phase"] for r in res.rows}
+    assert phases == {"activation", "forward", "loss", "grad", "params"}
+    assert len([r for r in res.rows if r["phase"] == "grad"]) == len(preset(name).param_shapes())
+    if dtype == "float32":  # float32 really is float32: errors are non-zero, within tolerance
+        assert 0 < res.worst()["grad"] <= TOLERANCES["float32"].grad
+
+
+def test_a_perturbed_weight_fails_and_the_divergent_layer_is_named(fake):
+    fake["kind"] = "weight"
+    res = check("fake", "tiny-cnn", "float64")
+    assert not res.passed and res.status == "disagrees"
+    assert res.first_divergent_layer == 3  # the second conv is layer 3 of tiny-cnn
+    assert "first diverging layer: 3 (conv2d)" in res.format()
+
+
+def test_a_slightly_wrong_gradient_fails_in_float32_too(fake):
+    fake["kind"] = "grad_scale"  # 0.1% off on biases: beyond float32's 2e-4 grad tolerance
+    res = check("fake", "tiny-mlp", "float32")
+    assert not res.passed
+    assert {r["tensor"] for r in res.failures()} == {k for k in preset("tiny-mlp").param_shapes() if k.endswith(".b")}
+
+
+def test_shape_and_dtype_are_checked_before_values(fake):
+    fake["kind"] = "transposed_grad"
+    res = check("fake", "tiny-mlp", "float64")
+    assert any("shape" in r.get("detail", "") for r in res.failures())
+    fake["kind"] = "float16_out"
+    res = check("fake", "tiny-mlp", "float64")
+    assert any("dtype float16" in r.get("detail", "") for r in res.failures())
+
+
+def test_not_implemented_is_reported_not_raised(fake):
+    fake["kind"] = "unsupported"
+    res = check("fake", "tiny-mlp", "float64")
+    assert res.status == "not_implemented" and "no such thing" in res.error and not res.passed
+
+
+def test_compare_tensor_rows():
+    ref = np.array([1.0, -2.0, 4.0])
+    assert compare_tensor("t", "grad", ref + 1e-12, ref, 1e-9, ("float64",))["ok"]
+    row = compare_tensor("t", "grad", ref + 1e-6, ref, 1e-9, ("float64",))
+    assert not row["ok"] and row["max_rel"] == pytest.approx(2.5e-7) and "got" in row["detail"]
+    assert not compare_tensor("t", "grad", np.array([np.nan, 0, 0]), ref, 1e-9, ("float64",))["ok"]
+
+
+def test_random_specs_agree():
+    for seed in range(5):
+        assert check("numpy", random_spec(seed), "float32", seed=seed).passed
+
+
+def test_cli(capsys):
+    assert main(["--impl", "numpy", "--model", "tiny-mlp", "--dtype", "float64"]) == 0
+    assert "numpy tiny-mlp float64: PASS" in capsys.readouterr().out
+    assert main(["--impl", "nope"]) == 2
+    assert main(["--impl", "numpy", "--model", "nope"]) == 2
