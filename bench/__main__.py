@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "specs":
         return specs_main(rest)
     module = importlib.import_module(COMMANDS[cmd][0])
-    entry = getattr(module, "main", None) or getattr(module, "data_main_cli")
-    return int(entry(rest) or 0)
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":
