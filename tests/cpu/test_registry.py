@@ -60,3 +60,16 @@ def test_every_available_backend_agrees_on_tiny_specs(model_name):
             if res.status not in ("ok", "not_implemented"):
                 failures.append(res.format())
     assert not failures, "\n".join(failures)
+
+
+def test_required_backends_are_available():
+    """CI lists the backends its environment installs (NNBENCH_REQUIRE in tox.ini): one
+    that fails to import there is an error, not a quiet skip."""
+    import os
+
+    required = [n for n in os.environ.get("NNBENCH_REQUIRE", "").split(",") if n]
+    if not required:
+        pytest.skip("NNBENCH_REQUIRE not set: no backend is required in this environment")
+    avail = implementations.available()
+    missing = {n: avail[n][1] for n in required if not avail[n][0]}
+    assert not missing, f"required backends unavailable: {missing}"
