@@ -1,0 +1,62 @@
+"""Numba implementation: ``@njit(cache=True)`` kernels, ``parallel=True`` + ``prange`` over
+the batch (im2col, col2im, pooling) or over elements, float32 and float64.
+
+Convolutions are im2col (Numba) + GEMM (NumPy's BLAS). Against direct Numba loops
+(``kernels.conv_direct_forward``; ``python -m bench.microbench_issue3 conv``), single
+threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
+of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
+oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.
+The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``).
+Compilation is kept out of the speed numbers; ``compile_times`` measures it apart.
+"""
+
+from __future__ import annotations
+
+REQUIRES: tuple[str, ...] = ()
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import numba
+
+        return True, f"numba {numba.__version__}"
+    except Exception as e:
+        return False, f"import numba failed: {type(e).__name__}: {e}"
+
+
+def build(spec, params, dtype: str = "float32"):
+    from .model import NumbaModel
+
+    return NumbaModel(spec, params, dtype)
+
+
+def settings() -> dict:
+    import numba
+    import numpy
+
+    from bench.threads import blas_info
+
+    from .model import set_threads
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        layer = f"not yet chosen (config: {numba.config.THREADING_LAYER})"
+    return {
+        "library": f"numba {numba.__version__}, numpy {numpy.__version__}",
+        "device": "cpu",
+        "layout": "NHWC internal; conv = im2col (numba) + GEMM (numpy BLAS)",
+        "numba_threads": set_threads(),
+        "threading_layer": layer,
+        **blas_info(),
+    }
+
+
+def compile_times(spec, dtype: str = "float32", batch: int | None = None, steps: int = 5) -> dict:
+    """JIT cost measured apart, each in a fresh subprocess sharing one temporary
+    ``NUMBA_CACHE_DIR``: ``cold_first_call_s`` (empty cache: compiles every kernel the
+    train step uses), ``warm_cache_first_call_s`` (loads them from the on-disk cache),
+    and ``steady_state_s`` (median train step afterwards), in seconds."""
+    from .compile import compile_times as _ct
+
+    return _ct(spec, dtype, batch, steps)

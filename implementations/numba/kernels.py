@@ -1,0 +1,392 @@
+"""Numba kernels (``@njit(cache=True)``), generic over float32/float64 by specialisation.
+
+Layout is NHWC like the NumPy reference; im2col columns are ordered ``(kh, kw, C)`` and
+conv weights are ``(O, kh*kw*C)``. ``parallel=True`` kernels split the batch (or the
+flattened elements) over threads with ``prange``; each sample is written by one thread,
+so there are no races. GEMMs are *not* in here: ``np.dot`` inside ``njit`` needs SciPy's
+BLAS bindings, which this project does not depend on, so the model calls NumPy's BLAS
+between kernels (the same BLAS the reference uses). Fusions: bias + activation in one
+pass (``bias_act``), activation gradient + bias gradient (``act_grad_bias``), dropout
+mask drawn and applied in one pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# activation codes (data, not strings, so kernels specialise once)
+NONE, SIGMOID, RELU, TANH = 0, 1, 2, 3
+ACT_CODES = {"sigmoid": SIGMOID, "relu": RELU, "tanh": TANH}
+
+
+PAR_MIN = 1 << 16  # elements below which a serial kernel beats a parallel launch
+
+
+@njit(cache=True, inline="always")
+def _one(a):
+    """1 in ``a``'s dtype, so float32 kernels never promote to float64 through literals."""
+    return np.ones(1, dtype=a.dtype)[0]
+
+
+@njit(cache=True, inline="always")
+def _act(v, code, one):
+    if code == SIGMOID:  # 1 / (1 + e^-v): = 0.5 tanh(v/2) + 0.5, cheaper; e^-v -> inf gives 0
+        return one / (one + np.exp(-v))
+    if code == RELU:
+        return v if v > 0 else one - one
+    if code == TANH:
+        return np.tanh(v)
+    return v
+
+
+@njit(cache=True, inline="always")
+def _act_grad(o, g, code, one):
+    """d act / d in times g, from the activation's output o."""
+    if code == SIGMOID:
+        return g * o * (one - o)
+    if code == RELU:
+        return g if o > 0 else one - one
+    if code == TANH:
+        return g * (one - o * o)
+    return g
+
+
+# ---------------------------------------------------------------------- elementwise
+# Each comes as a serial and a parallel kernel over rows; ``pick`` chooses by size.
+@njit(cache=True, inline="always")
+def _bias_act_row(y, b, r, code, one):
+    for j in range(y.shape[1]):
+        y[r, j] = _act(y[r, j] + b[j], code, one)
+
+
+@njit(cache=True)
+def bias_act_ser(y, b, code):
+    """In place: y (M, O) <- act(y + b); ``code`` NONE is the plain bias add."""
+    one = _one(y)
+    for r in range(y.shape[0]):
+        _bias_act_row(y, b, r, code, one)
+
+
+@njit(parallel=True, cache=True)
+def bias_act_par(y, b, code):
+    one = _one(y)
+    for r in prange(y.shape[0]):
+        _bias_act_row(y, b, r, code, one)
+
+
+@njit(cache=True, inline="always")
+def _act_rows(x, out, r0, r1, code, one):
+    for r in range(r0, r1):
+        for j in range(x.shape[1]):
+            out[r, j] = _act(x[r, j], code, one)
+
+
+@njit(cache=True)
+def act_forward_ser(x, code, out):
+    """out = act(x) for (M, K) arrays (an activation that follows no parameter layer)."""
+    _act_rows(x, out, 0, x.shape[0], code, _one(x))
+
+
+@njit(parallel=True, cache=True)
+def act_forward_par(x, code, out):
+    one = _one(x)
+    for r in prange(x.shape[0]):
+        _act_rows(x, out, r, r + 1, code, one)
+
+
+@njit(cache=True, inline="always")
+def _grad_rows(out, dy, dz, r0, r1, code, one, acc):
+    """dz = act'(out) * dy on rows r0..r1, column sums added into acc."""
+    for r in range(r0, r1):
+        for j in range(dy.shape[1]):
+            v = _act_grad(out[r, j], dy[r, j], code, one)
+            dz[r, j] = v
+            acc[j] += v
+
+
+@njit(cache=True)
+def act_grad_bias_ser(out, dy, code, dz, db):
+    """Fused: dz = act'(out) * dy for (M, O) arrays (``code`` NONE copies) and
+    db = column sums of dz (accumulated in float64)."""
+    acc = np.zeros(dy.shape[1], dtype=np.float64)
+    _grad_rows(out, dy, dz, 0, dy.shape[0], code, _one(dy), acc)
+    db[:] = acc
+
+
+@njit(parallel=True, cache=True)
+def act_grad_bias_par(out, dy, code, dz, db):
+    """As the serial one; rows split in chunks, each with its own partial sums."""
+    m, o = dy.shape
+    nch = min(m, 64)
+    part = np.zeros((nch, o), dtype=np.float64)
+    one = _one(dy)
+    for t in prange(nch):
+        acc = np.zeros(o, dtype=np.float64)
+        _grad_rows(out, dy, dz, t * m // nch, (t + 1) * m // nch, code, one, acc)
+        part[t, :] = acc
+    db[:] = part.sum(axis=0)
+
+
+@njit(cache=True)
+def sgd_ser(w, g, lr):
+    """In place w -= lr * g (C-contiguous, any shape; lr in w's dtype)."""
+    wf, gf = w.reshape(-1), g.reshape(-1)
+    for i in range(wf.size):
+        wf[i] -= lr * gf[i]
+
+
+@njit(parallel=True, cache=True)
+def sgd_par(w, g, lr):
+    wf, gf = w.reshape(-1), g.reshape(-1)
+    for i in prange(wf.size):
+        wf[i] -= lr * gf[i]
+
+
+def pick(ser, par, a):
+    """The serial kernel for small arrays, the parallel one for large."""
+    return par if a.size >= PAR_MIN else ser
+
+
+def bias_act(y, b, code: int) -> None:
+    pick(bias_act_ser, bias_act_par, y)(y, b, code)
+
+
+def act_forward(x, code: int):
+    x2 = x.reshape(x.shape[0], -1)
+    out = np.empty_like(x2)
+    pick(act_forward_ser, act_forward_par, x2)(x2, code, out)
+    return out.reshape(x.shape)
+
+
+def act_backward(out, dy, code: int):
+    """Gradient through an activation from its output (db discarded)."""
+    o2, d2 = out.reshape(out.shape[0], -1), dy.reshape(dy.shape[0], -1)
+    dz = np.empty_like(d2)
+    act_grad_bias(o2, d2, code, dz, np.empty(d2.shape[1], dtype=d2.dtype))
+    return dz.reshape(dy.shape)
+
+
+def act_grad_bias(out, dy, code: int, dz, db) -> None:
+    pick(act_grad_bias_ser, act_grad_bias_par, dy)(out, dy, code, dz, db)
+
+
+def sgd(w, g, lr) -> None:
+    pick(sgd_ser, sgd_par, w)(w, g, lr)
+
+
+# ---------------------------------------------------------------------- dropout
+@njit(cache=True, inline="always")
+def _splitmix64(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(parallel=True, cache=True)
+def _dropout(x, rate, key, out, mask):
+    """Counter-based uniforms (splitmix64 of key + index, top 24 bits): parallel and
+    reproducible whatever the thread count."""
+    one = _one(x)
+    scale = one / (one - rate)
+    zero = one - one
+    thresh = np.uint64(int(rate * 16777216.0))  # keep iff u24 >= rate * 2^24
+    base = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    xf, of, mf = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
+    for i in prange(xf.size):
+        u = _splitmix64(base + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        mf[i] = scale if u >= thresh else zero
+        of[i] = xf[i] * mf[i]
+
+
+def dropout_forward(x, rate: float, key: int):
+    """Inverted dropout (keep with probability 1 - rate, scale 1/(1 - rate)): (x * mask, mask)."""
+    x = np.ascontiguousarray(x)
+    out, mask = np.empty_like(x), np.empty_like(x)
+    _dropout(x, x.dtype.type(rate), key, out, mask)
+    return out, mask
+
+
+# ---------------------------------------------------------------------- softmax and losses
+@njit(cache=True)
+def softmax(z):
+    n, k = z.shape
+    p = np.empty_like(z)
+    for r in range(n):
+        m = z[r].max()
+        s = 0.0
+        for j in range(k):
+            p[r, j] = np.exp(z[r, j] - m)
+            s += p[r, j]
+        for j in range(k):
+            p[r, j] /= s
+    return p
+
+
+@njit(cache=True)
+def cross_entropy_from_logits(z, y):
+    """Fused softmax + CE: (mean_n -sum(y log p), dz = (p - y) / N), stable log-sum-exp."""
+    n, k = z.shape
+    dz = np.empty_like(z)
+    total = 0.0
+    for r in range(n):
+        m = z[r].max()
+        s = 0.0
+        for j in range(k):
+            s += np.exp(z[r, j] - m)
+        lse = np.log(s)
+        for j in range(k):
+            lp = z[r, j] - m - lse
+            total -= y[r, j] * lp
+            dz[r, j] = (np.exp(lp) - y[r, j]) / n
+    return total / n, dz
+
+
+@njit(cache=True)
+def mse(out, y):
+    """Mean over all elements: (loss, 2 (out - y) / size)."""
+    n, k = out.shape
+    dout = np.empty_like(out)
+    scale = 2.0 / (n * k)
+    loss = 0.0
+    for r in range(n):
+        for j in range(k):
+            d = out[r, j] - y[r, j]
+            loss += d * d
+            dout[r, j] = d * scale
+    return loss / (n * k), dout
+
+
+@njit(cache=True)
+def softmax_backward(p, dp):
+    n, k = p.shape
+    dz = np.empty_like(p)
+    for r in range(n):
+        s = 0.0
+        for j in range(k):
+            s += dp[r, j] * p[r, j]
+        for j in range(k):
+            dz[r, j] = p[r, j] * (dp[r, j] - s)
+    return dz
+
+
+# ---------------------------------------------------------------------- conv: im2col / col2im
+@njit(parallel=True, cache=True)
+def im2col(x, k, p, cols):
+    """x (N, H, W, C) -> cols (N*Ho*Wo, k*k*C), zero outside the padded border."""
+    n, h, w, c = x.shape
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    for b in prange(n):
+        for yy in range(ho):
+            for xx in range(wo):
+                r = (b * ho + yy) * wo + xx
+                for i in range(k):
+                    sy = yy + i - p
+                    for j in range(k):
+                        sx = xx + j - p
+                        base = (i * k + j) * c
+                        if 0 <= sy < h and 0 <= sx < w:
+                            for ch in range(c):
+                                cols[r, base + ch] = x[b, sy, sx, ch]
+                        else:
+                            for ch in range(c):
+                                cols[r, base + ch] = 0
+
+
+@njit(parallel=True, cache=True)
+def col2im(dcols, n, h, w, c, k, p):
+    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back into dx (N, H, W, C)."""
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    dx = np.zeros((n, h, w, c), dtype=dcols.dtype)
+    for b in prange(n):
+        for yy in range(ho):
+            for xx in range(wo):
+                r = (b * ho + yy) * wo + xx
+                for i in range(k):
+                    sy = yy + i - p
+                    if sy < 0 or sy >= h:
+                        continue
+                    for j in range(k):
+                        sx = xx + j - p
+                        if sx < 0 or sx >= w:
+                            continue
+                        base = (i * k + j) * c
+                        for ch in range(c):
+                            dx[b, sy, sx, ch] += dcols[r, base + ch]
+    return dx
+
+
+@njit(parallel=True, cache=True)
+def conv_direct_forward(x, w_hwio, b, k, p):
+    """Direct-loop convolution (for the im2col comparison): x (N, H, W, C), w (k, k, C, O)."""
+    n, h, wd, c = x.shape
+    o = w_hwio.shape[3]
+    ho, wo = h + 2 * p - k + 1, wd + 2 * p - k + 1
+    out = np.empty((n, ho, wo, o), dtype=x.dtype)
+    for bb in prange(n):
+        for yy in range(ho):
+            for xx in range(wo):
+                acc = out[bb, yy, xx]
+                acc[:] = b
+                for i in range(k):
+                    sy = yy + i - p
+                    if sy < 0 or sy >= h:
+                        continue
+                    for j in range(k):
+                        sx = xx + j - p
+                        if sx < 0 or sx >= wd:
+                            continue
+                        for ch in range(c):
+                            v = x[bb, sy, sx, ch]
+                            for oo in range(o):
+                                acc[oo] += v * w_hwio[i, j, ch, oo]
+    return out
+
+
+def conv_im2col_forward(x, wm, b, k: int, p: int):
+    """im2col (Numba) + GEMM (NumPy BLAS) + bias (Numba): x (N, H, W, C) -> (N, Ho, Wo, O)."""
+    n, h, w, c = x.shape
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    cols = np.empty((n * ho * wo, k * k * c), dtype=x.dtype)
+    im2col(x, k, p, cols)
+    y = cols @ wm.T
+    bias_act(y, b, NONE)
+    return y.reshape(n, ho, wo, -1)
+
+
+# ---------------------------------------------------------------------- maxpool 2x2
+@njit(parallel=True, cache=True)
+def maxpool_forward(x):
+    """2x2 stride 2 floor on (N, H, W, C): (out, arg) with arg 0..3 the window position
+    (row-major) of the first maximum."""
+    n, h, w, c = x.shape
+    ho, wo = h // 2, w // 2
+    out = np.empty((n, ho, wo, c), dtype=x.dtype)
+    arg = np.empty((n, ho, wo, c), dtype=np.int8)
+    for b in prange(n):
+        for yy in range(ho):
+            for xx in range(wo):
+                for ch in range(c):
+                    best = x[b, 2 * yy, 2 * xx, ch]
+                    a = 0
+                    for q in range(1, 4):
+                        v = x[b, 2 * yy + q // 2, 2 * xx + q % 2, ch]
+                        if v > best:
+                            best, a = v, q
+                    out[b, yy, xx, ch] = best
+                    arg[b, yy, xx, ch] = a
+    return out, arg
+
+
+@njit(parallel=True, cache=True)
+def maxpool_backward(arg, dy, h, w):
+    """Route dy (N, Ho, Wo, C) to each window's argmax; floored rows/cols get zero."""
+    n, ho, wo, c = dy.shape
+    dx = np.zeros((n, h, w, c), dtype=dy.dtype)
+    for b in prange(n):
+        for yy in range(ho):
+            for xx in range(wo):
+                for ch in range(c):
+                    q = arg[b, yy, xx, ch]
+                    dx[b, 2 * yy + q // 2, 2 * xx + q % 2, ch] = dy[b, yy, xx, ch]
+    return dx

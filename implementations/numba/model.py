@@ -1,0 +1,219 @@
+"""The network with Numba kernels between NumPy-BLAS GEMMs (see ``kernels``).
+
+Internal layouts as in the NumPy reference: images NHWC (converted at the input and at
+``flatten``), conv W ``(O, kh*kw*C)``, dense W ``(in, out)``. Fusions: a dense/conv layer
+followed by sigmoid/relu/tanh applies bias + activation in one pass forward, and the
+activation gradient + bias gradient in one pass backward; dropout draws and applies its
+mask in one pass; softmax is fused with cross-entropy. Gradients are computed for every
+layer, then applied (plain SGD, in place).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.params import check_params
+from bench.spec import ModelSpec
+from bench.threads import configured_threads
+from implementations.base import Model, check_supported
+
+from . import kernels as K
+
+DEFAULT_THREADING_LAYER = "workqueue"
+
+
+def set_threads() -> int:
+    """Numba's thread count from the harness setting (capped by the pool size fixed at
+    import from NUMBA_NUM_THREADS).
+
+    Unless ``NUMBA_THREADING_LAYER`` is set, the threading layer is Numba's own
+    ``workqueue``, chosen before the pool starts: with the default GNU OpenMP layer the
+    idle workers spin between parallel regions and fight NumPy's BLAS threads for the
+    cores (measured: the MLP step 5-10x slower at 2 threads on a busy 2-core machine,
+    while ``workqueue`` or ``OMP_WAIT_POLICY=passive`` were not)."""
+    import os
+
+    import numba
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = DEFAULT_THREADING_LAYER
+    n = max(1, min(configured_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+class NumbaModel(Model):
+    def __init__(self, spec: ModelSpec, params: dict, dtype: str, seed: int = 0):
+        check_supported("numba", spec, dtype)
+        check_params(spec, params)
+        self.spec, self.dtype, self.layers = spec, dtype, spec.layers
+        self.in_shapes = spec.input_shapes()
+        self.lr = np.dtype(dtype).type(spec.train.lr)
+        self.w: dict[str, np.ndarray] = {}
+        for name, value in params.items():
+            a = np.asarray(value, dtype=dtype)
+            if a.ndim == 4:  # (O, C, kh, kw) -> (O, kh*kw*C)
+                a = a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
+            self.w[name] = np.ascontiguousarray(a)
+        first = min((i for i, layer in enumerate(self.layers) if layer.has_params), default=0)
+        self.need_dx = [i > first for i in range(len(self.layers))]
+        self.threads = set_threads()
+        self.key = seed << 32  # dropout counter: each mask draws from a fresh key
+
+    # ------------------------------------------------------------------ forward
+    def _param_forward(self, i: int, x, code: int):
+        """dense/conv layer i with activation ``code`` fused: (output, cache)."""
+        layer, b = self.layers[i], self.w[f"{i}.b"]
+        if layer.type == "dense":
+            y = x @ self.w[f"{i}.W"]  # (N, out)
+            K.bias_act(y, b, code)
+            return y, x
+        n, h, w, c = x.shape
+        k, p = layer.kernel, (layer.kernel // 2 if layer.padding == "same" else 0)
+        ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+        cols = np.empty((n * ho * wo, k * k * c), dtype=x.dtype)
+        K.im2col(x, k, p, cols)
+        y = cols @ self.w[f"{i}.W"].T  # (N*Ho*Wo, O): already NHWC
+        K.bias_act(y, b, code)
+        return y.reshape(n, ho, wo, -1), (cols, x.shape)
+
+    def _forward(self, x, train: bool, fuse: bool = True, record: list | None = None):
+        """Run every layer: (output, caches, logits of a final softmax)."""
+        caches: list[Any] = [None] * len(self.layers)
+        logits, i = None, 0
+        while i < len(self.layers):
+            layer, kind = self.layers[i], self.layers[i].type
+            nxt = self.layers[i + 1].type if i + 1 < len(self.layers) else None
+            if kind in ("dense", "conv2d"):
+                code = K.ACT_CODES.get(nxt, K.NONE) if fuse else K.NONE
+                x, caches[i] = self._param_forward(i, x, code)
+                if code != K.NONE:  # the activation layer is done too; it caches its output
+                    i += 1
+                    caches[i] = x
+            elif kind == "maxpool2d":
+                x, arg = K.maxpool_forward(x)
+                caches[i] = arg
+            elif kind == "flatten":
+                if x.ndim == 4:  # NHWC -> NCHW feature order
+                    x = x.transpose(0, 3, 1, 2)
+                x = np.ascontiguousarray(x).reshape(x.shape[0], -1)
+            elif kind == "dropout":
+                if train and layer.rate > 0:
+                    self.key += 1
+                    x, caches[i] = K.dropout_forward(x, layer.rate, self.key)
+            elif kind == "softmax":
+                logits = x
+                x = K.softmax(x)
+            else:
+                x = K.act_forward(x, K.ACT_CODES[kind])
+                caches[i] = x
+            if record is not None:
+                record.append(x)
+            i += 1
+        return x, caches, logits
+
+    # ------------------------------------------------------------------ backward
+    def _param_backward(self, i: int, cache, dy, code: int, act_out, grads: dict):
+        """dense/conv layer i, with the gradient of the activation above it fused."""
+        layer, wname = self.layers[i], f"{i}.W"
+        dy2 = dy.reshape(-1, dy.shape[-1])  # (M, O)
+        act2 = dy2 if act_out is None else act_out.reshape(dy2.shape)
+        dz = np.empty_like(dy2)
+        db = np.empty(dy2.shape[1], dtype=dy2.dtype)
+        K.act_grad_bias(act2, dy2, code, dz, db)
+        grads[f"{i}.b"] = db
+        w = self.w[wname]
+        if layer.type == "dense":
+            grads[wname] = cache.T @ dz
+            return dz @ w.T if self.need_dx[i] else None
+        cols, shape = cache
+        grads[wname] = dz.T @ cols  # (O, k*k*C)
+        if not self.need_dx[i]:
+            return None
+        k, p = layer.kernel, (layer.kernel // 2 if layer.padding == "same" else 0)
+        return K.col2im(dz @ w, *shape, k, p)
+
+    def _backward(self, caches, out, dy, top: int) -> dict:
+        grads: dict[str, Any] = {}
+        i = top
+        while i >= 0:
+            kind = self.layers[i].type
+            if kind in ACTS and i > 0 and self.layers[i - 1].has_params:  # fused into the param layer
+                dy = self._param_backward(i - 1, caches[i - 1], dy, K.ACT_CODES[kind], caches[i], grads)
+                i -= 2
+                continue
+            if kind in ("dense", "conv2d"):
+                dy = self._param_backward(i, caches[i], dy, K.NONE, None, grads)
+            elif not self.need_dx[i]:
+                dy = None
+            elif kind == "maxpool2d":
+                _, h, w = self.in_shapes[i]
+                dy = K.maxpool_backward(caches[i], np.ascontiguousarray(dy), h, w)
+            elif kind == "flatten":
+                c, *hw = self.in_shapes[i]
+                if hw:
+                    dy = np.ascontiguousarray(dy.reshape(-1, c, *hw).transpose(0, 2, 3, 1))
+            elif kind == "dropout":
+                if caches[i] is not None:
+                    dy = dy * caches[i]
+            elif kind == "softmax":
+                dy = K.softmax_backward(out, dy)
+            else:
+                dy = K.act_backward(caches[i], dy, K.ACT_CODES[kind])
+            i -= 1
+        return grads
+
+    def _step(self, x, y, train: bool, lr):
+        out, caches, logits = self._forward(x, train)
+        top = len(self.layers) - 1
+        if self.spec.loss == "cross_entropy":
+            loss, dy = K.cross_entropy_from_logits(logits, y)
+            top -= 1
+        else:
+            loss, dy = K.mse(out, y)
+        grads = self._backward(caches, out, dy, top)
+        if lr is not None:
+            for name, g in grads.items():
+                K.sgd(self.w[name], np.ascontiguousarray(g), lr)
+        return loss, grads
+
+    # ------------------------------------------------------------------ conversions
+    def _canonical(self, name: str, a: np.ndarray) -> np.ndarray:
+        i = int(name.split(".")[0])
+        if name.endswith(".W") and self.layers[i].type == "conv2d":
+            c, k = self.in_shapes[i][0], self.layers[i].kernel
+            a = a.reshape(a.shape[0], k, k, c).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(a)
+
+    # ------------------------------------------------------------------ contract
+    def to_device(self, x: np.ndarray) -> np.ndarray:
+        a = np.asarray(x, dtype=self.dtype)
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, _, _ = self._forward(self.to_device(x), False)
+        return out
+
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        record: list = []
+        self._forward(self.to_device(x), False, fuse=False, record=record)
+        return [np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a.copy() for a in record]
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        loss, grads = self._step(self.to_device(x), self.to_device(y), False, None)
+        return float(loss), {k: self._canonical(k, g) for k, g in sorted(grads.items())}
+
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        loss, _ = self._step(self.to_device(x), self.to_device(y), False, np.dtype(self.dtype).type(lr))
+        return float(loss)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: self._canonical(k, v) for k, v in sorted(self.w.items())}
+
+    def train_step(self, x, y) -> None:
+        self._step(x, y, True, self.lr)
+
+
+ACTS = tuple(K.ACT_CODES)

@@ -1,0 +1,176 @@
+"""numba: agreement with the NumPy float64 reference (float64 and float32, presets, random
+and odd specs), threads, dropout, kernels, compile-time measurement, negative controls."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import implementations  # noqa: E402
+from bench.agreement import TOLERANCES, check  # noqa: E402
+from bench.params import init_params  # noqa: E402
+from bench.spec import ModelSpec, preset, random_spec  # noqa: E402
+from implementations.base import one_hot  # noqa: E402
+
+NB = implementations.get("numba")
+
+# Same odd cases as test_pure_python: valid padding, 7x7 -> 3x3 floor pool, k=5 and k=1,
+# non-square multi-channel input, activations not fused (after pool / flatten), dropout
+# on an image, MSE without softmax.
+ODD_SPECS = [
+    {
+        "name": "odd-a",
+        "input_shape": [2, 9, 8],
+        "loss": "mse",
+        "layers": [
+            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "valid"},
+            {"type": "maxpool2d"},
+            {"type": "sigmoid"},
+            {"type": "dropout", "rate": 0.3},
+            {"type": "conv2d", "filters": 2, "kernel": 1, "padding": "same"},
+            {"type": "flatten"},
+            {"type": "tanh"},
+            {"type": "dense", "units": 5},
+            {"type": "sigmoid"},
+        ],
+        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
+    },
+    {
+        "name": "odd-b",
+        "input_shape": [1, 11, 11],
+        "loss": "cross_entropy",
+        "layers": [
+            {"type": "conv2d", "filters": 2, "kernel": 5, "padding": "valid"},
+            {"type": "relu"},
+            {"type": "maxpool2d"},
+            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"},
+            {"type": "maxpool2d"},
+            {"type": "flatten"},
+            {"type": "dense", "units": 4},
+            {"type": "softmax"},
+        ],
+        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
+    },
+]
+
+
+def _assert_agrees(spec, dtype, **kw):
+    res = check("numba", spec, dtype, **kw)
+    assert res.passed, res.format(verbose=True)
+    return res
+
+
+FULL = [pytest.param(n, marks=pytest.mark.slow) for n in ("mlp", "cnn", "mlp-relu")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-cnn", *FULL])
+def test_presets_agree(name, dtype):
+    res = _assert_agrees(name, dtype)
+    assert {r["phase"] for r in res.rows} == {"activation", "forward", "loss", "grad", "params"}
+    if dtype == "float64":
+        assert res.worst()["grad"] <= 1e-9
+    else:  # float32 really computes in float32
+        assert res.worst()["grad"] > 1e-9
+        params = NB.build(preset(name), init_params(preset(name), 0), "float32").params()
+        assert all(v.dtype == np.float32 for v in params.values())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_specs_agree(seed):
+    _assert_agrees(random_spec(seed), "float64", seed=seed, batch=5)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("d", ODD_SPECS, ids=lambda d: d["name"])
+def test_odd_shapes_agree(d, dtype):
+    _assert_agrees(ModelSpec.from_dict(d), dtype, batch=3)
+
+
+def test_negative_control_a_perturbed_weight_fails():
+    spec = preset("cnn")
+    params = init_params(spec, 0, bias="uniform")
+    bad = {k: v.copy() for k, v in params.items()}
+    bad["3.W"][5, 7, 1, 2] += 1e-5
+    x = np.random.default_rng(0).random((4, *spec.input_shape))
+    got = NB.build(spec, bad, "float64").activations(x)
+    want = implementations.get("numpy").build(spec, params, "float64").activations(x)
+    errs = [np.abs(g - w).max() / np.abs(w).max() for g, w in zip(got, want, strict=False)]
+    tol = TOLERANCES["float64"].forward
+    assert max(errs[:3]) <= tol < errs[3]  # layers before the perturbed conv agree; it does not
+
+
+def test_negative_control_wrong_pool_routing_fails(monkeypatch):
+    """Routing pool gradients to the last maximum instead of the first must be caught."""
+    from implementations.numba import kernels as K
+
+    spec = ModelSpec.from_dict(ODD_SPECS[1])
+    orig = K.maxpool_backward
+
+    def last_max(arg, dy, h, w):
+        return orig(np.full_like(arg, 3), dy, h, w)
+
+    monkeypatch.setattr(K, "maxpool_backward", last_max)
+    assert not check("numba", spec, "float64").passed
+
+
+def test_threads_follow_the_harness_setting(monkeypatch):
+    import numba
+
+    monkeypatch.setenv("NNBENCH_THREADS", "1")
+    NB.build(preset("tiny-mlp"), init_params(preset("tiny-mlp"), 0), "float32")
+    assert numba.get_num_threads() == 1
+    monkeypatch.setenv("NNBENCH_THREADS", str(numba.config.NUMBA_NUM_THREADS))
+    assert NB.settings()["numba_threads"] == numba.config.NUMBA_NUM_THREADS
+
+
+def test_train_step_uses_dropout_and_learns():
+    spec = preset("mlp")
+    params = init_params(spec, 0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, *spec.input_shape)), one_hot(rng.integers(0, 10, 50))
+    m, plain = NB.build(spec, params, "float32"), NB.build(spec, params, "float32")
+    xd, yd = m.to_device(x), m.to_device(y)
+    before, _ = m.loss_and_grads(x, y)
+    for _ in range(10):
+        m.train_step(xd, yd)
+    plain.sgd_step(x, y, spec.train.lr)
+    after, _ = m.loss_and_grads(x, y)
+    assert after < before
+    assert m.params()["1.W"].dtype == np.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_kernel_rate_scale_and_reproducibility(dtype):
+    from implementations.numba import kernels as K
+
+    x = np.ones((300, 1000), dtype=dtype)
+    out, mask = K.dropout_forward(x, 0.4, 7)
+    kept = mask > 0
+    assert abs(kept.mean() - 0.6) < 0.005
+    assert out.dtype == mask.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out[kept], 1 / 0.6, rtol=1e-6)
+    out2, _ = K.dropout_forward(x, 0.4, 7)
+    out3, _ = K.dropout_forward(x, 0.4, 8)
+    assert np.array_equal(out, out2) and not np.array_equal(out, out3)
+
+
+def test_conv_direct_and_im2col_kernels_agree():
+    from implementations.numba import kernels as K
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 7, 6, 4))
+    w = rng.random((5, 4, 3, 3))
+    b = rng.random(5)
+    wm = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(5, -1))
+    for p in (0, 1):
+        a = K.conv_im2col_forward(x, wm, b, 3, p)
+        d = K.conv_direct_forward(x, np.ascontiguousarray(w.transpose(2, 3, 1, 0)), b, 3, p)
+        np.testing.assert_allclose(a, d, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_compile_times_are_measured_apart():
+    res = NB.compile_times(preset("tiny-mlp"), "float32", batch=8, steps=3)
+    assert res["cold_first_call_s"] > res["warm_cache_first_call_s"] > 0
+    assert res["cold_first_call_s"] > 10 * res["steady_state_s"]
