@@ -1,0 +1,706 @@
+"""``python -m bench run``: the benchmark run (what ``tox -e bench`` calls).
+
+Profiles are data (``bench/profiles/<name>.toml``, or a path to such a file): models, dtypes,
+seeds, batch sizes, rounds, accuracy budgets and timeouts, with per-implementation overrides
+(``[overrides.<impl>]``, narrowed by ``[overrides.<impl>.models.<model>]``).
+
+A run lives in ``<out>/<run_id>/``: ``run.json`` (config, profile, specs, environment),
+``results.jsonl`` (``bench.results`` records), ``cases.jsonl`` (which case parts are done),
+``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each worker's stderr).
+
+Order: availability of every implementation (one worker process), the machine's peak (a
+float32 GEMM, one worker), then for each available implementation, model and dtype one worker
+process (``bench.worker case``) running settings, agreement, speed and accuracy. A worker that
+crashes, hangs past its timeout or is killed (OOM) is recorded as ``error`` records for the
+parts it did not finish, and the run goes on. A case is ``(impl, model, dtype, part)``;
+``--resume`` skips the parts marked done and drops the partial records of the others.
+At the end the derived columns (speedup against NumPy and pure Python, fraction of peak) are
+filled in by rewriting ``results.jsonl`` atomically, the report is written when
+``bench.report.write_report`` exists, and ``<out>/latest`` points at the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+REPO = Path(__file__).resolve().parent.parent
+MARK = "@@nnbench "
+PARTS = ("agreement", "speed", "accuracy")
+KIND_PART = {
+    "agreement": "agreement",
+    "speed": "speed",
+    "compile": "speed",
+    "accuracy": "accuracy",
+    "setting": "settings",
+}
+AVAILABILITY_TIMEOUT_S = 300.0
+HEARTBEAT_S = 30.0
+
+
+class RunError(Exception):
+    """Bad input (unknown model, implementation, profile, dtype, run dir): a clear message, exit 2."""
+
+
+# ---------------------------------------------------------------------- profiles
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not (name_or_path.endswith(".toml") or "/" in name_or_path):
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise RunError(f"unknown profile {name_or_path!r} (known: {', '.join(profile_names())}, or a .toml path)")
+    if not path.is_file():
+        raise RunError(f"profile file not found: {path}")
+    try:
+        prof = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RunError(f"{path}: not valid TOML: {e}") from e
+    for key in ("speed", "accuracy"):
+        if key not in prof:
+            raise RunError(f"{path}: profile needs a [{key}] table")
+    prof.setdefault("name", path.stem)
+    profile_parts(prof)
+    for impl, over in prof.get("overrides", {}).items():
+        profile_parts(effective_profile(prof, impl))
+        for model in over.get("models", {}):
+            profile_parts(effective_profile(prof, impl, model))
+    return prof
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def effective_profile(profile: dict[str, Any], impl: str, model: str | None = None) -> dict[str, Any]:
+    """The profile with ``model_overrides.<model>``, ``overrides.<impl>`` and then
+    ``overrides.<impl>.models.<model>`` merged in, in that order."""
+    out = {k: v for k, v in profile.items() if k not in ("overrides", "model_overrides")}
+    if model is not None:
+        out = deep_merge(out, profile.get("model_overrides", {}).get(model, {}))
+    over = dict(profile.get("overrides", {}).get(impl, {}))
+    models = over.pop("models", {})
+    out = deep_merge(out, over)
+    if model is not None and model in models:
+        out = deep_merge(out, models[model])
+    return out
+
+
+def profile_parts(profile: dict[str, Any]) -> list[str]:
+    """The case parts a profile runs, in the fixed order (``parts`` key; default all three)."""
+    wanted = profile.get("parts", list(PARTS))
+    bad = [p for p in wanted if p not in PARTS]
+    if bad:
+        raise RunError(f"profile {profile.get('name')!r}: unknown parts {bad} (known: {', '.join(PARTS)})")
+    return [p for p in PARTS if p in wanted]
+
+
+# ---------------------------------------------------------------------- cases
+def done_parts(run_dir: Path) -> set[tuple[Any, ...]]:
+    path = run_dir / "cases.jsonl"
+    out: set[tuple[Any, ...]] = set()
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn last line
+            out.add((d["impl"], d["model"], d["dtype"], d["part"]))
+    return out
+
+
+def record_part(rec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The case ``(impl, model, dtype, part)`` a record belongs to (None: run-level)."""
+    kind = rec.get("kind")
+    if kind == "error":
+        part = rec.get("phase")
+        if part in ("availability", "peak"):
+            return None
+    elif kind in ("availability", "peak"):
+        return None
+    else:
+        part = KIND_PART.get(kind)
+    if part == "settings":
+        return (rec.get("impl"), None, rec.get("dtype"), "settings")
+    return (rec.get("impl"), rec.get("model"), rec.get("dtype"), part)
+
+
+def write_records_atomic(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    from bench.results import RESULTS_FILE
+
+    path = run_dir / RESULTS_FILE
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def drop_unfinished(run_dir: Path) -> int:
+    """Remove the records of case parts not marked done (an interrupted part re-runs whole)."""
+    from bench.results import RESULTS_FILE, read_records
+
+    if not (run_dir / RESULTS_FILE).is_file():
+        return 0
+    done = done_parts(run_dir)
+    keep, dropped = [], 0
+    for r in read_records(run_dir):
+        key = record_part(r)
+        if key is None or key in done:
+            keep.append(r)
+        else:
+            dropped += 1
+    write_records_atomic(run_dir, keep)
+    return dropped
+
+
+def validated_flag(records: list[dict[str, Any]], impl: str, model: str, dtype: str) -> bool | None:
+    mine = [r for r in records if (r.get("impl"), r.get("model"), r.get("dtype")) == (impl, model, dtype)]
+    if any(r["kind"] == "error" and r.get("phase") == "agreement" for r in mine):
+        return False
+    rows = [r for r in mine if r["kind"] == "agreement"]
+    return all(r.get("ok") for r in rows) if rows else None
+
+
+# ---------------------------------------------------------------------- derived columns
+def fill_derived(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Speedup against numpy and pure_python (same model, dtype, phase, batch, run) and the
+    fraction of the run's measured peak (GFLOP/s over the peak GEMM's GFLOP/s)."""
+    medians = {
+        (r["impl"], r["model"], r["dtype"], r["phase"], r["batch_size"]): r["median_s"]
+        for r in records
+        if r.get("kind") == "speed" and r.get("median_s")
+    }
+    peaks = [r["gflops"] for r in records if r.get("kind") == "peak" and r.get("gflops")]
+    peak = max(peaks) if peaks else None
+    for r in records:
+        if r.get("kind") != "speed" or not r.get("median_s"):
+            continue
+        key = (r["model"], r["dtype"], r["phase"], r["batch_size"])
+        for ref, col in (("numpy", "speedup_vs_numpy"), ("pure_python", "speedup_vs_pure_python")):
+            m = medians.get((ref, *key))
+            r[col] = m / r["median_s"] if m else None
+        r["frac_peak"] = r["gflops"] / peak if peak and r.get("gflops") is not None else None
+    return records
+
+
+# ---------------------------------------------------------------------- workers
+@dataclass
+class WorkerResult:
+    returncode: int | None
+    timed_out: bool
+    last_phase: str
+    stderr_tail: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+class Progress:
+    """One stderr line per phase change (and a heartbeat): case, phase, elapsed, estimate."""
+
+    def __init__(self, total: int, stream: Any = None):
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+        self.durations: list[float] = []
+        self.stream = stream or sys.stderr
+
+    def estimate(self) -> str:
+        if not self.durations:
+            return "?"
+        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
+        return _fmt_s(left)
+
+    def show(self, label: str, phase: str, case_s: float) -> None:
+        run_s = time.monotonic() - self.t0
+        print(
+            f"[{self.done + 1}/{self.total}] {label} | {phase} | case {_fmt_s(case_s)} | run {_fmt_s(run_s)}"
+            f" | est. left {self.estimate()}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def finish(self, seconds: float) -> None:
+        self.done += 1
+        self.durations.append(seconds)
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def run_worker(
+    args: list[str],
+    run_dir: Path,
+    log_name: str,
+    timeout_s: float,
+    label: str,
+    progress: Progress | None,
+    extra_env: dict[str, str] | None = None,
+) -> WorkerResult:
+    """``python -m bench.worker *args`` in its own process group; kill the group on timeout."""
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    log_path = logs / f"{log_name}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra_env or {})
+    t0 = time.monotonic()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            cwd=str(REPO),
+            start_new_session=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+        events: list[dict[str, Any]] = []
+        other: list[str] = []
+        try:
+            phase, timed_out = _watch(proc, lines, events, other, label, progress, t0, timeout_s)
+        except BaseException:  # Ctrl-C / SIGTERM of the run: take the worker down with us
+            _kill_group(proc)
+            proc.wait(timeout=10)
+            raise
+        proc.wait()
+        if other:
+            log.write(("\n[stdout]\n" + "\n".join(other) + "\n").encode())
+    tail = _tail(log_path)
+    return WorkerResult(proc.returncode, timed_out, phase, tail, events, time.monotonic() - t0)
+
+
+def _watch(
+    proc: subprocess.Popen[bytes],
+    lines: queue.Queue[str | None],
+    events: list[dict[str, Any]],
+    other: list[str],
+    label: str,
+    progress: Progress | None,
+    t0: float,
+    timeout_s: float,
+) -> tuple[str, bool]:
+    """Follow the worker's progress lines until it exits or runs out of time: (last phase, timed out)."""
+    phase, eof, shown = "start", False, 0.0
+    if progress:
+        progress.show(label, phase, 0.0)
+    while not (eof and proc.poll() is not None):
+        elapsed = time.monotonic() - t0
+        if elapsed > timeout_s:
+            _kill_group(proc)
+            return phase, True
+        try:
+            line = lines.get(timeout=min(1.0, max(0.05, timeout_s - elapsed)))
+        except queue.Empty:
+            line = ""
+        if line is None:
+            eof = True
+        elif line.startswith(MARK):
+            try:
+                ev = json.loads(line[len(MARK) :])
+            except json.JSONDecodeError:
+                ev = {}
+            events.append(ev)
+            if "phase" in ev:
+                phase, shown = ev["phase"], -HEARTBEAT_S  # show a new phase at once
+        elif line:
+            other.append(line)
+        now = time.monotonic() - t0
+        if progress and now - shown >= HEARTBEAT_S:
+            progress.show(label, phase, now)
+            shown = now
+    return phase, False
+
+
+def _pump(stream: Any, q: queue.Queue[str | None]) -> None:
+    for raw in iter(stream.readline, b""):
+        q.put(raw.decode("utf-8", "replace").rstrip("\n"))
+    q.put(None)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-n:].decode("utf-8", "replace")
+
+
+def failure(res: WorkerResult, timeout_s: float) -> tuple[str, str]:
+    """(status, error text) for a worker that did not finish its parts."""
+    where = f"during {res.last_phase!r}"
+    if res.timed_out:
+        return "timeout", f"no result after {timeout_s:.0f} s (timeout) {where}\n{res.stderr_tail}"
+    rc = res.returncode
+    if rc is not None and rc < 0:
+        sig = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        if rc == -signal.SIGKILL:
+            return "oom", f"killed by {sig} {where} (most likely the kernel's out-of-memory killer)\n{res.stderr_tail}"
+        return "crash", f"killed by signal {sig} {where}\n{res.stderr_tail}"
+    if "MemoryError" in res.stderr_tail:
+        return "oom", f"MemoryError {where}, exit code {rc}\n{res.stderr_tail}"
+    return "crash", f"exit code {rc} {where}\n{res.stderr_tail}"
+
+
+# ---------------------------------------------------------------------- the run
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", help="comma-separated presets or spec files (default: the profile's)")
+    p.add_argument("--impls", help="comma-separated implementations (default: all registered)")
+    p.add_argument("--dtype", help="float32 or float64, or a comma list (default: the profile's)")
+    p.add_argument("--profile", default="quick", help=f"one of {', '.join(profile_names())}, or a .toml path")
+    p.add_argument("--out", default="reports", help="directory holding run directories (default: reports)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                   help="continue an interrupted run (default: <out>/latest), skipping finished cases")  # fmt: skip
+    p.add_argument("--threads", type=int, help="thread count for every backend (default: NNBENCH_THREADS or all cores)")
+    p.add_argument("--data-dir", help="MNIST directory (default: MNIST_DIR, then the cache)")
+    p.add_argument("--timeout", type=float, help="per-worker timeout in seconds, overriding the profile's")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--gate", metavar="BASELINE", help="after the run, compare it with BASELINE (exit 1 on regression)")
+    return p.parse_args(argv)
+
+
+def _split(s: str | None) -> list[str]:
+    return [x.strip() for x in (s or "").split(",") if x.strip()]
+
+
+def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[str], list[str]]:
+    """(profile, specs by model name, impls, dtypes); ``RunError`` on any bad input."""
+    import implementations
+    from bench.spec import SpecError, resolve
+
+    profile = load_profile(ns.profile)
+    specs: dict[str, Any] = {}
+    for m in _split(ns.models) or list(profile.get("models", [])):
+        try:
+            spec = resolve(m)
+        except SpecError as e:
+            raise RunError(str(e)) from e
+        specs[spec.name] = spec.to_dict()
+    if not specs:
+        raise RunError("no models given (--models) and none in the profile")
+    impls = _split(ns.impls) or implementations.names()
+    unknown = [i for i in impls if i not in implementations.names()]
+    if unknown:
+        valid = ", ".join(implementations.names())
+        raise RunError(f"unknown implementation(s) {', '.join(unknown)}; valid names: {valid}")
+    dtypes = _split(ns.dtype) or list(profile.get("dtypes", ["float32"]))
+    bad = [d for d in dtypes if d not in ("float32", "float64")]
+    if bad:
+        raise RunError(f"unknown dtype(s) {', '.join(bad)}; valid: float32, float64")
+    return profile, specs, impls, dtypes
+
+
+def create_run(ns: argparse.Namespace) -> Path:
+    import implementations
+    from bench import envinfo
+    from bench.threads import apply_threads, configured_threads
+
+    profile, specs, impls, dtypes = resolve_inputs(ns)
+    threads = apply_threads(ns.threads or configured_threads())
+    out = Path(ns.out)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{profile['name']}"
+    run_dir, n = out / run_id, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = out / f"{run_id}-{n}"
+    run_dir.mkdir(parents=True)
+    run = {
+        "run_id": run_dir.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "profile": profile,
+        "specs": specs,
+        "models": list(specs),
+        "impls": impls,
+        "dtypes": dtypes,
+        "threads": threads,
+        "timeout_s": ns.timeout,
+        "data_dir": ns.data_dir,
+        "registry": dict(implementations._REGISTRY),
+        "env": envinfo.collect(threads),
+    }
+    from bench.results import SCHEMA_VERSION
+
+    run["schema_version"] = SCHEMA_VERSION
+    (run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+    return run_dir
+
+
+def find_resume_dir(ns: argparse.Namespace) -> Path:
+    if ns.resume == "latest":
+        latest = Path(ns.out) / "latest"
+        if latest.is_symlink() or latest.is_dir():
+            run_dir = latest.resolve()
+        elif latest.is_file():
+            run_dir = Path(ns.out) / latest.read_text().strip()
+        else:
+            raise RunError(f"--resume: no {latest} to resume; give the run directory")
+    else:
+        run_dir = Path(ns.resume)
+    if not (run_dir / "run.json").is_file():
+        raise RunError(f"--resume: {run_dir} is not a run directory (no run.json)")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ns = parse_args(argv)
+    if ns.gate and not (Path(ns.gate) / "results.jsonl").is_file():
+        print(f"error: --gate: no baseline run at {ns.gate} (no results.jsonl)", file=sys.stderr)
+        return 2
+    try:
+        if ns.resume:
+            run_dir = find_resume_dir(ns)
+            dropped = drop_unfinished(run_dir)
+            print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", file=sys.stderr)
+        else:
+            run_dir = create_run(ns)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # cancelled CI job
+    try:
+        execute(run_dir, ns)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m bench run --resume {run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    finish(run_dir, ns)
+    if ns.gate:
+        from bench.compare import main as compare_main
+
+        print(f"\nregression gate: {ns.gate} -> {run_dir}", file=sys.stderr)
+        return compare_main([ns.gate, str(run_dir)])
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def execute(run_dir: Path, ns: argparse.Namespace) -> None:
+    import implementations
+    from bench.results import append_records, make_record, read_records
+    from bench.threads import apply_threads
+
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    apply_threads(run["threads"])
+    implementations._REGISTRY.update(run.get("registry", {}))
+    profile, rid = run["profile"], run["run_id"]
+    timeout_override = ns.timeout or run.get("timeout_s")
+    done = done_parts(run_dir)
+    print(f"run {rid} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", file=sys.stderr)
+
+    # availability of every requested implementation, in one worker
+    avail: dict[str, list[Any]] = {}
+    if ("*", None, None, "availability") in done:
+        for r in read_records(run_dir):
+            if r["kind"] == "availability":
+                avail[r["impl"]] = [r["available"], r["reason"], r.get("requires")]
+    else:
+        res = run_worker(["availability", "--run-dir", str(run_dir), "--impls", ",".join(run["impls"])],
+                         run_dir, "availability", AVAILABILITY_TIMEOUT_S, "availability", None)  # fmt: skip
+        got = next((e["availability"] for e in res.events if "availability" in e), {})
+        recs = []
+        for impl in run["impls"]:
+            ok, reason, requires = got.get(impl, [False, "availability worker failed: " + failure(res, 0)[1], []])
+            avail[impl] = [ok, reason, requires]
+            recs.append(make_record("availability", run_id=rid, impl=impl, model=None, dtype=None, available=ok,
+                                    reason=reason, requires=",".join(requires)))  # fmt: skip
+            if not ok:
+                recs.append(make_record("error", run_id=rid, impl=impl, model=None, dtype=None, phase="availability",
+                                        status="skipped", error=reason))  # fmt: skip
+        append_records(run_dir, recs)
+        _mark(run_dir, "*", None, None, "availability", "ok")
+    for impl, (ok, reason, _) in avail.items():
+        print(f"  {impl:<14} {'available' if ok else 'SKIPPED'}: {reason}", file=sys.stderr)
+
+    cases = [
+        (impl, model, dtype)
+        for impl in run["impls"]
+        if avail.get(impl, [False])[0]
+        for model in run["models"]
+        for dtype in run["dtypes"]
+    ]
+    todo = [c for c in cases if any((*c, p) not in done for p in profile_parts(effective_profile(profile, c[0], c[1])))]
+    need_peak = ("numpy", None, "float32", "peak") not in done
+    progress = Progress(len(todo) + int(need_peak))
+    if need_peak:
+        res = run_worker(["peak", "--run-dir", str(run_dir)], run_dir, "peak", 600.0, "peak", progress)
+        if res.returncode != 0 or res.timed_out:
+            status, text = failure(res, 600.0)
+            append_records(run_dir, [make_record("error", run_id=rid, impl="numpy", model=None, dtype="float32",
+                                                 phase="peak", status=status, error=text)])  # fmt: skip
+            _mark(run_dir, "numpy", None, "float32", "peak", status)
+        progress.finish(res.elapsed_s)
+
+    for impl, model, dtype in todo:
+        run_case(run_dir, run, impl, model, dtype, progress, timeout_override)
+
+
+def _mark(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:
+    from bench.worker import mark_done
+
+    mark_done(run_dir, impl, model, dtype, part, status)
+
+
+def run_case(
+    run_dir: Path, run: dict[str, Any], impl: str, model: str, dtype: str, progress: Progress, timeout: float | None
+) -> None:
+    from bench.results import append_records, make_record, read_records
+
+    done = done_parts(run_dir)
+    prof = effective_profile(run["profile"], impl, model)
+    parts = [p for p in profile_parts(prof) if (impl, model, dtype, p) not in done]
+    if (impl, None, dtype, "settings") not in done:
+        parts.insert(0, "settings")
+    validated = validated_flag(read_records(run_dir), impl, model, dtype) if "agreement" not in parts else None
+    timeout_s = float(timeout or prof.get("timeout_s", 600))
+    label = f"{impl} {model} {dtype}"
+    flag = {True: "true", False: "false", None: "none"}[validated]
+    args = ["case", "--run-dir", str(run_dir), "--impl", impl, "--model", model, "--dtype", dtype,
+            "--parts", ",".join(parts), "--validated", flag]  # fmt: skip
+    # a backend with an on-disk compile cache gets an empty one, so cold_s is really cold
+    cache_env = prof.get("cache_env")
+    extra_env = {cache_env: str(run_dir / "cache" / f"{impl}-{model}-{dtype}")} if cache_env else {}
+    res = run_worker(args, run_dir, f"{impl}-{model}-{dtype}", timeout_s, label, progress, extra_env)
+    done = done_parts(run_dir)
+    missing = [p for p in parts if ((impl, None, dtype, p) if p == "settings" else (impl, model, dtype, p)) not in done]
+    if missing:
+        status, text = failure(res, timeout_s)
+        drop_unfinished(run_dir)  # partial records of the part that died
+        recs = [make_record("error", run_id=run["run_id"], impl=impl, model=None if p == "settings" else model,
+                            dtype=dtype, phase=p, status=status, error=text) for p in missing]  # fmt: skip
+        append_records(run_dir, recs)
+        for p in missing:
+            _mark(run_dir, impl, None if p == "settings" else model, dtype, p, status)
+        print(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on", file=sys.stderr)
+    elif cache_env and "speed" in parts:
+        warm_cache_probe(run_dir, impl, model, dtype, timeout_s, label, progress, extra_env)
+    progress.finish(res.elapsed_s)
+
+
+def warm_cache_probe(
+    run_dir: Path,
+    impl: str,
+    model: str,
+    dtype: str,
+    timeout_s: float,
+    label: str,
+    progress: Progress,
+    extra_env: dict[str, str],
+) -> None:
+    """First calls again in a fresh process over the cache the case filled: ``warm_cache_s`` of
+    the case's ``compile`` records (patched in place; a failed probe leaves them missing)."""
+    from bench.results import read_records
+
+    args = ["warmprobe", "--run-dir", str(run_dir), "--impl", impl, "--model", model, "--dtype", dtype]
+    res = run_worker(
+        args, run_dir, f"{impl}-{model}-{dtype}-warm", timeout_s, f"{label} (warm cache)", progress, extra_env
+    )
+    warm = next((e["warm"] for e in res.events if "warm" in e), None)
+    if not warm:
+        return
+    records = read_records(run_dir)
+    for r in records:
+        if r["kind"] == "compile" and (r["impl"], r["model"], r["dtype"]) == (impl, model, dtype):
+            r["warm_cache_s"] = warm.get(r["phase"])
+    write_records_atomic(run_dir, records)
+
+
+def finish(run_dir: Path, ns: argparse.Namespace) -> None:
+    from bench.results import read_records
+
+    records = fill_derived(read_records(run_dir))
+    write_records_atomic(run_dir, records)
+    run_path = run_dir / "run.json"
+    run = json.loads(run_path.read_text(encoding="utf-8"))
+    run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run_path.write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+    print_summary(records)
+    if not ns.no_report:
+        try:
+            from bench.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            try:
+                write_report(run_dir)
+            except Exception as e:  # the measurements are safe on disk; say why the report failed
+                print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    update_latest(run_dir)
+    print(f"results: {run_dir}", file=sys.stderr)
+
+
+def update_latest(run_dir: Path) -> None:
+    latest = run_dir.parent / "latest"
+    try:
+        if latest.is_symlink() or latest.is_file():
+            latest.unlink()
+        latest.symlink_to(run_dir.name, target_is_directory=True)
+    except OSError:
+        latest.write_text(run_dir.name + "\n", encoding="utf-8")
+
+
+def print_summary(records: list[dict[str, Any]]) -> None:
+    """A short plain-text table on stdout: speed at each batch, final accuracy, errors."""
+    speed = [r for r in records if r["kind"] == "speed"]
+    for r in sorted(speed, key=lambda r: (r["model"], r["dtype"], r["phase"], r["batch_size"], r["median_s"])):
+        vn = r.get("speedup_vs_numpy")
+        print(
+            f"speed  {r['impl']:<14} {r['model']:<8} {r['dtype']:<8} {r['phase']:<15} b={r['batch_size']:<4}"
+            f" median {r['median_s'] * 1e3:10.3f} ms  IQR {r['iqr_s'] * 1e3:8.3f} ms"
+            f"  {r['samples_per_s']:10.1f} samples/s" + (f"  x{vn:.2f} vs numpy" if vn else ""),
+        )
+    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        if r["kind"] == "accuracy":
+            acc[(r["impl"], r["model"], r["dtype"], r["seed"])] = r
+    for (impl, model, dtype, seed), r in acc.items():
+        print(
+            f"acc    {impl:<14} {model:<8} {dtype:<8} seed {seed} epoch {r['epoch']}: test_acc {r['test_acc']:.4f}"
+            f" on {r.get('test_samples')} ({r['train_samples']} train samples, {r['steps']} steps,"
+            f" {r['epoch_s']:.1f} s/epoch, extrapolated {r['extrapolated_epoch_s']:.1f} s per 60k)"
+        )
+    for r in records:
+        if r["kind"] == "error":
+            first = (str(r.get("error", "")).strip().splitlines() or [""])[0]
+            print(f"error  {r['impl']:<14} {r.get('model') or '-':<8} {r['phase']:<12} {r['status']}: {first}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""One implementation's work, in its own process: ``python -m bench.worker <command> ...``.
+
+Commands (the orchestrator ``bench.run`` starts them; each reads ``run.json`` of the run dir):
+
+- ``availability --run-dir D --impls a,b``: prints ``{name: [ok, reason, requires]}``;
+- ``peak --run-dir D``: times a large float32 NumPy GEMM, appends a ``peak`` record;
+- ``case --run-dir D --impl I --model M --dtype T --parts agreement,speed,accuracy``: runs the
+  parts in that order, appending each part's records to ``results.jsonl`` and marking it done
+  in ``cases.jsonl`` as it finishes. A part that raises is recorded as an ``error`` record
+  (``MemoryError`` -> oom, ``NotImplementedError`` -> not_implemented, else crash) and the next
+  part still runs.
+
+The thread count is applied (``bench.threads.apply_threads``) before NumPy or any framework is
+imported. Progress goes to stdout as lines ``@@nnbench {json}``; everything else a library
+prints is left to the log. Speed: the first call of each phase on a freshly built model in this
+fresh process is the cold (compile/JIT) time; agreement then runs (and warms up further) before
+the timed rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.threads import apply_threads, configured_threads
+
+MARK = "@@nnbench "
+CASES_FILE = "cases.jsonl"
+PARTS = ("agreement", "speed", "accuracy")
+PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
+
+
+def emit(**event: Any) -> None:
+    print(MARK + json.dumps(event, default=str), flush=True)
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+
+
+def mark_done(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:
+    import os
+
+    line = json.dumps({"impl": impl, "model": model, "dtype": dtype, "part": part, "status": status})
+    with open(run_dir / CASES_FILE, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def error_status(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "oom"
+    if isinstance(exc, NotImplementedError):
+        return "not_implemented"
+    return "crash"
+
+
+class Case:
+    """One (impl, model, dtype) in this process."""
+
+    def __init__(self, run_dir: Path, impl: str, model: str, dtype: str, validated: bool | None):
+        import implementations
+        from bench.run import effective_profile
+        from bench.spec import ModelSpec
+
+        self.run_dir, self.impl, self.model_name, self.dtype = run_dir, impl, model, dtype
+        self.run = load_run(run_dir)
+        implementations._REGISTRY.update(self.run.get("registry", {}))
+        self.module = implementations.get(impl)
+        self.spec = ModelSpec.from_dict(self.run["specs"][model])
+        self.profile = effective_profile(self.run["profile"], impl, model)
+        self.validated = validated
+        self.model: Any = None  # built by the cold probe, reused for the timed rounds
+        self.cold: dict[str, float] = {}
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        from bench.results import make_record
+
+        base = {"run_id": self.run["run_id"], "impl": self.impl, "model": self.model_name, "dtype": self.dtype}
+        return make_record(kind, **{**base, **fields})
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        from bench.results import append_records
+
+        append_records(self.run_dir, records)
+
+    def run_part(self, part: str) -> None:
+        emit(part=part, phase=part)
+        try:
+            records = getattr(self, f"part_{part}")()
+            status = next((r["status"] for r in records if r["kind"] == "error"), "ok")
+        except BaseException as e:  # noqa: B036 - MemoryError, KeyboardInterrupt of a hang test
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            status = error_status(e)
+            tb = traceback.format_exc()
+            records = [self.record("error", phase=part, status=status, error=f"{type(e).__name__}: {e}\n{tb[-3000:]}")]
+            if part == "agreement":
+                self.validated = False
+        if part == "settings":  # per implementation and dtype, not per model
+            for r in records:
+                r["model"] = None
+        self.write(records)
+        mark_done(self.run_dir, self.impl, None if part == "settings" else self.model_name, self.dtype, part, status)
+        emit(part=part, done=status)
+
+    # ------------------------------------------------------------------ settings
+    def part_settings(self) -> list[dict[str, Any]]:
+        rows = [self.record("setting", key="harness_threads", value=str(configured_threads()))]
+        for key, value in self.module.settings().items():
+            rows.append(self.record("setting", key=str(key), value=str(value)))
+        return rows
+
+    # ------------------------------------------------------------------ agreement
+    def part_agreement(self) -> list[dict[str, Any]]:
+        from bench.agreement import check
+
+        a = self.profile.get("agreement", {})
+        res = check(
+            self.impl,
+            self.spec,
+            self.dtype,
+            seed=int(a.get("seed", 0)),
+            batch=int(a.get("batch", 8)),
+            steps=int(a.get("steps", 3)),
+        )
+        cols = ("tensor", "phase", "max_abs", "max_rel", "tol", "ok", "detail")
+        rows = [
+            self.record(
+                "agreement",
+                first_divergent_layer=res.first_divergent_layer,
+                **{k: _finite(r.get(k)) for k in cols if k in r},
+            )
+            for r in res.rows
+        ]
+        self.validated = bool(res.passed)
+        if not res.passed:
+            status = "disagrees" if res.error is None else getattr(res, "status", "error")
+            if status == "error":  # agreement caught the exception; classify it from its text
+                status = "oom" if "MemoryError" in (res.error or "") else "crash"
+            text = (
+                res.error
+                or "; ".join(
+                    f"{r['phase']} {r['tensor']} max_rel={r['max_rel']:.3g} > tol {r['tol']:.0e}"
+                    for r in res.rows
+                    if not r["ok"]
+                )[:3000]
+            )
+            rows.append(self.record("error", phase="agreement", status=status, error=text))
+        return rows
+
+    # ------------------------------------------------------------------ speed
+    def cold_probe(self, batch: int) -> None:
+        """Build, then the first call of each phase, in this fresh process: compile/JIT included."""
+        from bench.params import init_params
+
+        params = init_params(self.spec, seed=0)
+        x, y = self.batch(batch)
+        t0 = time.perf_counter()
+        self.model = self.module.build(self.spec, params, self.dtype)
+        self.cold["build"] = time.perf_counter() - t0
+        for phase, fn in self.phase_fns(x, y).items():
+            emit(phase=f"cold {phase} b={batch}")
+            t0 = time.perf_counter()
+            fn()
+            self.cold[phase] = time.perf_counter() - t0
+
+    def batch(self, n: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        rng = np.random.default_rng(int(self.profile["speed"].get("data_seed", 1)) + n)
+        x = rng.random((n, *self.spec.input_shape)).astype(self.dtype)  # (N, C, H, W)
+        y = np.eye(self.spec.num_classes, dtype=self.dtype)[rng.integers(0, self.spec.num_classes, n)]  # (N, K)
+        return x, y
+
+    def phase_fns(self, x: Any, y: Any) -> dict[str, Any]:
+        """The timed callables; ``sync()`` inside each, device inputs prepared outside."""
+        m = self.model
+        xd, yd = m.to_device(x), m.to_device(y)
+        m.sync()
+        lr = self.spec.train.lr
+        fns = {
+            "forward": lambda: (m.forward(x), m.sync()),
+            "loss_and_grads": lambda: (m.loss_and_grads(x, y), m.sync()),
+            "train_step": lambda: (m.train_step(xd, yd), m.sync()),
+            "sgd_step": lambda: (m.sgd_step(x, y, lr), m.sync()),
+        }
+        return {p: fns[p] for p in self.profile["speed"]["phases"]}
+
+    def part_speed(self) -> list[dict[str, Any]]:
+        from bench.timing import Timer, TimingConfig
+
+        sp = self.profile["speed"]
+        sizes = [int(b) for b in sp["batch_sizes"]]
+        if self.model is None:
+            self.cold_probe(sizes[0])
+        timer = Timer(TimingConfig.from_profile(sp), group=f"{self.impl}/{self.model_name}/{self.dtype}")
+        rows: list[dict[str, Any]] = []
+        steady: dict[str, float] = {}
+        try:
+            for b in sizes:
+                x, y = self.batch(b)
+                for phase, fn in self.phase_fns(x, y).items():
+                    emit(phase=f"speed {phase} b={b}")
+                    name = f"{self.impl}-{self.model_name}-{self.dtype}-{phase}-b{b}"
+                    info = {"impl": self.impl, "model": self.model_name, "phase": phase, "batch": b}
+                    m = timer.measure(name, fn, info)
+                    rows.append(self.speed_row(phase, b, m))
+                    if b == sizes[0]:
+                        steady[phase] = m.median_s
+        finally:
+            out = self.run_dir / "benchmarks"
+            out.mkdir(exist_ok=True)
+            timer.save_json(str(out / f"{self.impl}-{self.model_name}-{self.dtype}.json"))
+        for phase, cold in self.cold.items():
+            rows.append(
+                self.record(
+                    "compile",
+                    phase=phase,
+                    cold_s=cold,
+                    steady_s=steady.get(phase),
+                    warm_cache_s=None,
+                    batch_size=sizes[0],
+                )
+            )
+        return rows
+
+    def speed_row(self, phase: str, b: int, m: Any) -> dict[str, Any]:
+        fl = self.spec.flops(b)
+        flops = sum(fl[k] for k in PHASE_FLOPS.get(phase, ("train_step",)))
+        return self.record(
+            "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,
+            warmup_rounds=int(self.profile["speed"].get("warmup_rounds", 0)), median_s=m.median_s, iqr_s=m.iqr_s,
+            mean_s=m.mean_s, min_s=m.min_s, samples_s=m.samples_s, samples_per_s=b / m.median_s,
+            gflops=flops / m.median_s / 1e9, validated=self.validated,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ accuracy
+    def part_accuracy(self) -> list[dict[str, Any]]:
+        from bench.accuracy import AccuracyBudget, train
+        from bench.data import mnist_arrays
+        from bench.params import init_params
+
+        emit(phase="accuracy: loading MNIST")
+        data = mnist_arrays(self.run.get("data_dir"), dtype=self.dtype)
+        budget = AccuracyBudget.from_profile(self.profile["accuracy"], self.spec)
+        for seed in [int(s) for s in self.profile.get("seeds", [0])]:
+            params = init_params(self.spec, seed)
+            epochs = train(
+                lambda p=params: self.module.build(self.spec, p, self.dtype),
+                data,
+                self.spec,
+                budget,
+                seed,
+                progress=lambda s: emit(phase=s),
+            )
+            self.write([self.record("accuracy", validated=self.validated, **_finite_dict(r)) for r in epochs])
+        return []
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no inf/nan: store them as strings the report can parse back."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return str(v)
+    return v
+
+
+def _finite_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _finite(v) for k, v in d.items()}
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_availability(args: argparse.Namespace) -> int:
+    import implementations
+
+    run = load_run(Path(args.run_dir))
+    implementations._REGISTRY.update(run.get("registry", {}))
+    out = {}
+    for name in args.impls.split(","):
+        try:
+            mod = implementations.get(name)
+            ok, reason = mod.available()
+            requires = list(getattr(mod, "REQUIRES", ()))
+        except Exception as e:
+            ok, reason, requires = False, f"availability check failed: {type(e).__name__}: {e}", []
+        out[name] = [bool(ok), str(reason), requires]
+    emit(availability=out)
+    return 0
+
+
+def cmd_peak(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from bench.results import append_records, make_record
+    from bench.timing import Timer, TimingConfig
+
+    run_dir = Path(args.run_dir)
+    run = load_run(run_dir)
+    pk = run["profile"].get("peak", {})
+    n, rounds = int(pk.get("gemm_n", 2048)), int(pk.get("rounds", 10))
+    emit(phase=f"peak: float32 GEMM {n}x{n}")
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    timer = Timer(TimingConfig(warmup_rounds=2, min_rounds=rounds, max_rounds=rounds, round_min_s=0.0, target_s=0.0))
+    m = timer.measure(f"peak-gemm-{n}", lambda: a @ b)
+    (run_dir / "benchmarks").mkdir(exist_ok=True)
+    timer.save_json(str(run_dir / "benchmarks" / "peak.json"))
+    rec = make_record(
+        "peak",
+        run_id=run["run_id"],
+        impl="numpy",
+        model=None,
+        dtype="float32",
+        gemm_n=n,
+        gflops=2 * n**3 / m.median_s / 1e9,
+        median_s=m.median_s,
+        samples_s=m.samples_s,
+    )
+    append_records(run_dir, [rec])
+    mark_done(run_dir, "numpy", None, "float32", "peak", "ok")
+    return 0
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    validated = {"true": True, "false": False, "none": None}[args.validated]
+    case = Case(Path(args.run_dir), args.impl, args.model, args.dtype, validated)
+    parts = [p for p in args.parts.split(",") if p]
+    if "settings" in parts:
+        case.run_part("settings")
+    if "speed" in parts:  # the cold probe comes first, so the compile/JIT time is really cold
+        try:
+            case.cold_probe(int(case.profile["speed"]["batch_sizes"][0]))
+        except BaseException as e:  # noqa: B036 - recorded by part_speed when it fails again
+            if isinstance(e, KeyboardInterrupt | SystemExit):
+                raise
+            case.model, case.cold = None, {}
+    for part in PARTS:
+        if part in parts:
+            case.run_part(part)
+    return 0
+
+
+def cmd_warmprobe(args: argparse.Namespace) -> int:
+    """Build and first calls again, in a fresh process whose compile cache the case filled."""
+    case = Case(Path(args.run_dir), args.impl, args.model, args.dtype, None)
+    case.cold_probe(int(case.profile["speed"]["batch_sizes"][0]))
+    emit(warm=case.cold)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.worker")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("availability")
+    a.add_argument("--run-dir", required=True)
+    a.add_argument("--impls", required=True)
+    k = sub.add_parser("peak")
+    k.add_argument("--run-dir", required=True)
+    c = sub.add_parser("case")
+    c.add_argument("--run-dir", required=True)
+    c.add_argument("--impl", required=True)
+    c.add_argument("--model", required=True)
+    c.add_argument("--dtype", required=True)
+    c.add_argument("--parts", default="agreement,speed,accuracy")
+    c.add_argument("--validated", choices=("true", "false", "none"), default="none")
+    w = sub.add_parser("warmprobe")
+    for name in ("--run-dir", "--impl", "--model", "--dtype"):
+        w.add_argument(name, required=True)
+    args = p.parse_args(argv)
+    apply_threads(configured_threads())  # before NumPy or a framework is imported
+    cmds = {"availability": cmd_availability, "peak": cmd_peak, "case": cmd_case, "warmprobe": cmd_warmprobe}
+    return cmds[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

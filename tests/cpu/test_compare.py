@@ -1,0 +1,410 @@
+"""The regression gate (bench.compare) on synthetic runs.
+
+A synthetic run draws per-round times from a noise model: true per-call time of each
+(impl, model, phase, batch) x a uniform machine-speed factor (another machine) x a
+per-process factor per implementation (a neighbour that comes and goes between processes)
+x per-round log-normal noise with occasional 1.5-3x spikes. A/A pairs must pass; a 2x
+relative slowdown, a broken agreement, an accuracy drop and a new crash must fail.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import compare
+from bench.results import COMMON, KIND_COLUMNS, RUN_FILE, SCHEMA_VERSION, append_records, make_record
+
+IMPLS = ("pure_python", "numpy", "numba", "keras", "torch")
+SKIPPED = {"cupy": "no CUDA device: cudaErrorNoDevice", "torch-cuda": "torch.cuda.is_available() is False"}
+MODELS = {"mlp": 1.0, "cnn": 6.0}
+PHASES = {"forward": 0.3, "loss_and_grads": 0.8, "train_step": 1.0}
+BATCHES = (1, 64)
+IMPL_SPEED = {"pure_python": 300.0, "numpy": 1.0, "numba": 0.8, "keras": 2.5, "torch": 0.6}
+# rounds per case like the quick profile: fast backends fill ~1 s, pure Python gets 3, the GEMM 10
+ROUNDS = {"pure_python": 3, "peak": 10}
+DEFAULT_ROUNDS = 30
+N_TEST = 10000
+
+
+def true_time(impl: str, model: str, phase: str, batch: int) -> float:
+    """A per-call time in seconds with a fixed overhead part (what small batches see)."""
+    per_sample = 2e-5 * MODELS[model] * PHASES[phase] * IMPL_SPEED[impl]
+    overhead = {"keras": 4e-4, "torch": 6e-5, "numba": 1e-5}.get(impl, 2e-5)
+    return overhead + per_sample * batch
+
+
+def rounds(rng: np.random.Generator, t: float, n: int) -> list[float]:
+    noise = rng.lognormal(0.0, 0.08, n)
+    spikes = np.where(rng.random(n) < 0.1, rng.uniform(1.5, 3.0, n), 1.0)
+    return (t * noise * spikes).tolist()
+
+
+def synthetic_run(run_dir, seed: int, **kw):
+    """Write run.json + results.jsonl of a fake run (``synthetic_records``); returns the dir."""
+    meta, recs = synthetic_records(run_dir.name, seed, **kw)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(meta))
+    append_records(run_dir, recs)
+    return run_dir
+
+
+def synthetic_records(
+    run_id: str,
+    seed: int,
+    machine: float = 1.0,
+    slow: dict[str, float] | None = None,
+    broken: tuple[str, ...] = (),
+    acc_drop: dict[str, float] | None = None,
+    crash: tuple[str, ...] = (),
+    schema_version: int | None = None,
+    impls: tuple[str, ...] = IMPLS,
+):
+    """(run.json dict, records) of a fake run."""
+    rng = np.random.default_rng(seed)
+    slow, acc_drop = slow or {}, acc_drop or {}
+    meta = {"run_id": run_id, "profile": "quick", "schema_version": SCHEMA_VERSION}
+    meta["env"] = {"cpu_model": "Synthetic CPU", "cores": 2, "threads": 2, "blas": "openblas", "gpu": None}
+    meta["env"]["versions"] = {"numpy": np.__version__}
+    meta["git_commit"] = "deadbeef"
+    common = {"run_id": run_id, "dtype": "float32"}
+    recs = [make_record("peak", gemm_n=2048, gflops=50.0 / machine, median_s=0.3 * machine, **common)]
+    recs[0]["samples_s"] = rounds(rng, 0.3 * machine, ROUNDS["peak"])
+    for name, reason in SKIPPED.items():
+        recs.append(make_record("availability", impl=name, available=False, reason=reason, requires="gpu", **common))
+    for impl in impls:
+        recs.append(make_record("availability", impl=impl, available=True, reason="", requires="", **common))
+        recs.append(make_record("setting", impl=impl, key="threads", value=2, **common))
+        process = machine * rng.lognormal(0.0, 0.04) * slow.get(impl, 1.0)
+        for model in MODELS:
+            recs += _agreement(impl, model, impl in broken, common)
+            if impl in crash:
+                recs.append(
+                    make_record(
+                        "error",
+                        impl=impl,
+                        model=model,
+                        phase="speed",
+                        status="crash",
+                        error="Traceback ...\nSegmentation fault",
+                        **common,
+                    )
+                )
+                continue
+            recs += _speed(rng, impl, model, process, impl not in broken, common)
+            recs += _accuracy(rng, impl, model, acc_drop.get(impl, 0.0), common)
+    recs.append(
+        make_record("compile", impl="numba", model="mlp", phase="train_step", cold_s=2.1, steady_s=1e-3, **common)
+    )
+    recs.append(
+        make_record(
+            "error",
+            impl="pure_python",
+            model="cnn",
+            phase="accuracy",
+            status="skipped",
+            error="budget: extrapolated only",
+            **common,
+        )
+    )
+    if schema_version is not None:
+        for r in recs:
+            r["schema_version"] = schema_version
+    return meta, recs
+
+
+def _agreement(impl, model, broken, common):
+    out = []
+    for phase, tensors in {"forward": ["probs"], "grad": ["0.W", "0.b", "2.W"], "params": ["0.W"]}.items():
+        for t in tensors:
+            rel = 0.3 if (broken and phase == "grad" and t == "2.W") else 1e-7
+            out.append(
+                make_record(
+                    "agreement",
+                    impl=impl,
+                    model=model,
+                    tensor=t,
+                    phase=phase,
+                    max_abs=rel,
+                    max_rel=rel,
+                    tol=1e-4,
+                    ok=rel <= 1e-4,
+                    first_divergent_layer=2 if rel > 1e-4 else None,
+                    **common,
+                )
+            )
+    return out
+
+
+def _speed(rng, impl, model, process, validated, common):
+    out = []
+    for phase in PHASES:
+        for batch in BATCHES:
+            s = rounds(rng, true_time(impl, model, phase, batch) * process, ROUNDS.get(impl, DEFAULT_ROUNDS))
+            med = float(np.median(s))
+            out.append(
+                make_record(
+                    "speed",
+                    impl=impl,
+                    model=model,
+                    phase=phase,
+                    batch_size=batch,
+                    rounds=len(s),
+                    median_s=med,
+                    iqr_s=float(np.subtract(*np.percentile(s, [75, 25]))),
+                    samples_s=s,
+                    samples_per_s=batch / med,
+                    gflops=1.0,
+                    validated=validated,
+                    **common,
+                )
+            )
+    return out
+
+
+def _accuracy(rng, impl, model, drop, common):
+    out = []
+    for epoch in (1, 2):
+        p = {"mlp": 0.95, "cnn": 0.975}[model] + 0.005 * epoch - drop
+        acc = rng.binomial(N_TEST, p) / N_TEST
+        out.append(
+            make_record(
+                "accuracy",
+                impl=impl,
+                model=model,
+                seed=0,
+                epoch=epoch,
+                train_samples=60000,
+                steps=600 * epoch,
+                test_acc=acc,
+                test_samples=N_TEST,
+                epoch_s=1.0,
+                target_acc=0.97,
+                time_to_target_s=None,
+                validated=True,
+                **common,
+            )
+        )
+    return out
+
+
+def run_main(base, cur, *extra) -> int:
+    return compare.main([str(base), str(cur), "--bootstrap", "500", *extra])
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def light_frames(records: list[dict]) -> dict[str, pd.DataFrame]:
+    """Frames as ``load_run`` gives them, minus env columns and derived speed columns (fast)."""
+    by_kind: dict[str, list[dict]] = {}
+    for r in records:
+        by_kind.setdefault(r["kind"], []).append(r)
+    return {k: pd.DataFrame.from_records(v, columns=[*COMMON, *KIND_COLUMNS[k]]) for k, v in by_kind.items()}
+
+
+def aa_pairs(n: int, first_seed: int = 0) -> float:
+    """n A/A pairs (current on a 1.3x slower or faster machine); fails on any FAIL verdict;
+    returns the largest CI low bound of a per-implementation (geometric mean) row."""
+    cfg = compare.GateConfig(n_boot=400)
+    worst = 0.0
+    for i in range(first_seed, first_seed + n):
+        machine = 1.3 if i % 2 else 1 / 1.3
+        b = light_frames(synthetic_records("b", seed=2 * i)[1])
+        c = light_frames(synthetic_records("c", seed=2 * i + 1, machine=machine)[1])
+        tables = compare.compare_frames(b, c, cfg)
+        assert not compare.failed(tables), {k: t[t["verdict"] == "FAIL"] for k, t in tables.items() if len(t)}
+        sp = tables["speed"]
+        worst = max(worst, sp.loc[sp["phase"] == "ALL", "ci_low"].max())
+    return worst
+
+
+def test_aa_pairs_pass():
+    assert aa_pairs(15) < compare.GateConfig().threshold
+
+
+@pytest.mark.slow
+def test_aa_200_pairs_never_fail():
+    """200 A/A pairs, zero failures (the gate is not flaky under the synthetic noise model)."""
+    assert aa_pairs(200, first_seed=1000) < compare.GateConfig().threshold
+
+
+def test_aa_cli_passes(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, machine=1.3)
+    assert run_main(b, c) == 0
+    out = capsys.readouterr().out
+    assert "RESULT: PASS" in out and "== speed ==" in out
+    assert "skipped now" not in out
+
+
+@pytest.mark.parametrize("impl", ["numba", "torch", "pure_python"])
+def test_slowed_implementation_fails(tmp_path, capsys, impl):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, machine=1.3, slow={impl: 2.0})
+    assert run_main(b, c) == 1
+    out = capsys.readouterr().out
+    assert "RESULT: FAIL" in out and "slower relative to numpy" in out
+
+
+def test_slowed_numpy_fails_against_gemm(tmp_path, capsys):
+    """numpy is the reference for the others; itself it is referred to the GEMM peak."""
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, slow={"numpy": 2.0})
+    assert run_main(b, c) == 1
+    out = capsys.readouterr().out
+    assert "slower relative to gemm" in out
+
+
+def test_mild_slowdown_within_threshold_passes(tmp_path):
+    """Negative control of the threshold: 1.2x relative is not beyond the 1.5 rule."""
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, slow={"torch": 1.2})
+    assert run_main(b, c) == 0
+
+
+def test_case_without_numpy_falls_back_to_gemm():
+    """Pure Python runs at batch 1 only in the quick profile: referred to the GEMM instead."""
+    cfg = compare.GateConfig(n_boot=400)
+
+    def frames(seed, **kw):
+        f = light_frames(synthetic_records("r", seed=seed, **kw)[1])
+        sp = f["speed"]
+        f["speed"] = sp[~((sp["batch_size"] == 1) & (sp["impl"] != "pure_python"))]
+        f["speed"] = f["speed"][~((f["speed"]["impl"] == "pure_python") & (f["speed"]["batch_size"] == 64))]
+        return f
+
+    same = compare.check_speed(frames(1), frames(2, machine=1.3), cfg)
+    pp = same[same["impl"] == "pure_python"]
+    assert (pp["ref"] == "gemm").all() and len(pp) == 7 and not (same["verdict"] == "FAIL").any()
+    slow = compare.check_speed(frames(1), frames(2, machine=1.3, slow={"pure_python": 2.0}), cfg)
+    agg = slow[(slow["impl"] == "pure_python") & (slow["phase"] == "ALL")].iloc[0]
+    assert agg["verdict"] == "FAIL" and agg["ci_low"] > 1.5
+    # its single cases have 3 rounds: they warn, they do not fail alone
+    assert set(slow.loc[(slow["impl"] == "pure_python") & (slow["phase"] != "ALL"), "verdict"]) <= {"WARN", "ok"}
+
+
+def test_broken_agreement_fails(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, broken=("numba",))
+    assert run_main(b, c) == 1
+    out = capsys.readouterr().out
+    assert "grad:2.W" in out and "first divergent layer 2" in out
+
+
+def test_accuracy_drop_fails_and_noise_passes(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    assert run_main(b, synthetic_run(tmp_path / "same", seed=3)) == 0
+    c = synthetic_run(tmp_path / "cur", seed=2, acc_drop={"keras": 0.03})
+    capsys.readouterr()
+    assert run_main(b, c) == 1
+    assert "below band" in capsys.readouterr().out
+
+
+def test_accuracy_band_rule():
+    """The documented band: 4 sigma of the difference of two binomial estimates + 0.005."""
+
+    def frames(acc):
+        r = make_record(
+            "accuracy",
+            impl="numpy",
+            model="mlp",
+            dtype="float32",
+            seed=0,
+            epoch=1,
+            test_acc=acc,
+            test_samples=10000,
+            train_samples=1,
+            steps=1,
+        )
+        return {"accuracy": pd.DataFrame([r])}
+
+    tol = 4 * np.sqrt(2 * 0.97 * 0.03 / 10000) + 0.005
+    ok = compare.check_accuracy(frames(0.97), frames(0.97 - tol + 1e-4), compare.GateConfig())
+    bad = compare.check_accuracy(frames(0.97), frames(0.97 - tol - 1e-4), compare.GateConfig())
+    assert ok["verdict"].tolist() == ["ok"] and bad["verdict"].tolist() == ["FAIL"]
+    assert ok["tol"].iloc[0] == pytest.approx(tol)
+
+
+def test_new_crash_fails_known_skip_warns(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, crash=("torch",))
+    assert run_main(b, c) == 1
+    assert "crash: Segmentation fault (new failure)" in capsys.readouterr().out
+    # a crash already in the baseline is a warning, not a failure
+    b2 = synthetic_run(tmp_path / "base2", seed=3, crash=("torch",))
+    assert run_main(b2, c) == 0
+
+
+def test_impl_skipped_now_warns_not_run_notes(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, impls=("pure_python", "numpy", "numba", "torch"))
+    append_records(
+        c,
+        [
+            make_record(
+                "availability",
+                impl="keras",
+                available=False,
+                reason="No module named 'keras'",
+                run_id="cur",
+                dtype="float32",
+            )
+        ],
+    )
+    assert run_main(b, c) == 0
+    out = capsys.readouterr().out
+    assert "skipped now: No module named 'keras'" in out
+
+
+def test_newer_schema_exits_2(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2, schema_version=SCHEMA_VERSION + 1)
+    assert run_main(b, c) == 2
+    err = capsys.readouterr().err
+    assert "newer nnbench" in err and "current" in err
+
+
+def test_missing_baseline_exits_2(tmp_path, capsys):
+    c = synthetic_run(tmp_path / "cur", seed=2)
+    assert run_main(tmp_path / "nope", c) == 2
+    assert "baseline: run directory not found" in capsys.readouterr().err
+
+
+def test_not_a_run_dir_exits_2(tmp_path, capsys):
+    c = synthetic_run(tmp_path / "cur", seed=2)
+    (tmp_path / "empty").mkdir()
+    assert run_main(tmp_path / "empty", c) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_unknown_impl_exits_2(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    c = synthetic_run(tmp_path / "cur", seed=2)
+    assert run_main(b, c, "--impls", "numpy,tensorflw") == 2
+    assert "unknown implementation tensorflw" in capsys.readouterr().err
+    assert run_main(b, c, "--impls", "numpy,numba", "--models", "mlp") == 0
+
+
+def test_latest_pointer_file_and_symlink(tmp_path):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    synthetic_run(tmp_path / "run-2", seed=2)
+    (tmp_path / "latest.txt").write_text("run-2\n")
+    (tmp_path / "latest").symlink_to("run-2")
+    assert run_main(b, tmp_path / "latest.txt") == 0
+    assert run_main(b, tmp_path / "latest") == 0
+
+
+def test_bootstrap_ci_covers_and_detects():
+    rng = np.random.default_rng(0)
+    cfg = compare.GateConfig(n_boot=1000)
+    a = [rng.lognormal(0, 0.1, 9) for _ in range(4)]
+    point, lo, hi = compare.ratio_of_ratios(*a, cfg, rng)
+    assert lo < 1.0 < hi and lo < point < hi
+    point, lo, hi = compare.ratio_of_ratios(a[0], a[1], 2 * a[2], a[3], cfg, rng)
+    assert lo > 1.25 and point == pytest.approx(
+        2 * np.median(a[2]) / np.median(a[3]) / (np.median(a[0]) / np.median(a[1]))
+    )

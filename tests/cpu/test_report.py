@@ -1,0 +1,126 @@
+"""Reports (bench.report) on synthetic runs: tidy frames, the four files, self-contained HTML,
+skipped implementations visible with their reason, partial runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import report
+from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
+
+# the synthetic-run generator lives in test_compare.py; load it by path (no tests package)
+_spec = importlib.util.spec_from_file_location("_nnbench_synthetic", Path(__file__).with_name("test_compare.py"))
+_synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_synthetic)
+SKIPPED, synthetic_run = _synthetic.SKIPPED, _synthetic.synthetic_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return synthetic_run(tmp_path_factory.mktemp("rep") / "run-1", seed=5, broken=("numba",))
+
+
+def test_load_run_tidy_with_env(run_dir):
+    frames = report.load_run(run_dir)
+    assert {"availability", "setting", "agreement", "speed", "accuracy", "peak", "compile", "error"} <= set(frames)
+    speed = frames["speed"]
+    assert len(speed) == 5 * 2 * 3 * 2  # one row per (impl, model, phase, batch)
+    for col in ("env.env.cpu_model", "env.env.cores", "env.env.blas", "env.env.versions.numpy", "env.git_commit"):
+        assert col in speed.columns, col
+    assert (speed["schema_version"] == SCHEMA_VERSION).all()
+    # derived columns filled from in-run medians: numpy against itself is exactly 1
+    np_rows = speed[speed["impl"] == "numpy"]
+    assert (np_rows["speedup_vs_numpy"] == 1.0).all()
+    assert speed["speedup_vs_pure_python"].notna().all()
+    assert (speed["frac_peak"] > 0).all()
+
+
+def test_write_report_files(run_dir):
+    html_path = report.write_report(run_dir)
+    for name in report.OUTPUT_FILES:
+        assert (run_dir / name).stat().st_size > 0, name
+    flat = pd.read_parquet(run_dir / "results.parquet")
+    assert set(flat["kind"]) >= {"speed", "agreement", "availability"}
+    assert len(flat) == sum(len(df) for df in report.load_run(run_dir).values())
+    csv = pd.read_csv(run_dir / "results.csv")
+    samples = csv.loc[csv["kind"] == "speed", "samples_s"].iloc[0]
+    assert len(json.loads(samples)) > 1
+
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") == 5  # every figure drawn and embedded
+    assert not re.search(r"""(src|href)\s*=\s*['"]?https?:""", page), "external asset in report.html"
+    assert "<script" not in page and "<link" not in page
+
+
+def test_skipped_and_broken_are_visible(run_dir):
+    report.write_report(run_dir)
+    md = (run_dir / "summary.md").read_text()
+    page = (run_dir / "report.html").read_text()
+    for impl, reason in SKIPPED.items():
+        assert re.search(rf"\| {re.escape(impl)} \| no \| {re.escape(reason)} \|", md), impl
+        assert reason in page
+    # numba's agreement fails: it is listed as not passed, and its speed rows not validated
+    agr = report.agreement_table(report.load_run(run_dir))
+    assert not agr.loc[agr["impl"] == "numba", "passed"].any()
+    assert agr.loc[agr["impl"] == "numpy", "passed"].all()
+    assert "| numba | no |" in md or "numba" in md
+    for section in ("## Environment", "## Speed", "## Compile / JIT time", "## Accuracy", "## Errors"):
+        assert section in md
+
+
+def test_partial_run_and_no_run_json(tmp_path):
+    """Only availability and one speed row, no run.json: still a report, empty sections say so."""
+    rd = tmp_path / "partial"
+    append_records(
+        rd,
+        [
+            make_record("availability", impl="numpy", available=True, reason="", run_id="p"),
+            make_record("availability", impl="cupy", available=False, reason="no GPU", run_id="p"),
+            make_record(
+                "speed", impl="numpy", model="mlp", dtype="float32", phase="forward", batch_size=50, median_s=0.01
+            ),
+        ],
+    )
+    # a torn last line (crash mid-write) is dropped
+    with open(rd / RESULTS_FILE, "a") as f:
+        f.write('{"schema_version": 1, "kind": "spe')
+    report.write_report(rd)
+    md = (rd / "summary.md").read_text()
+    assert "| cupy | no | no GPU |" in md
+    assert md.count("_No records of this kind._") >= 4
+    assert "data:image/png;base64," in (rd / "report.html").read_text()
+
+
+def test_empty_results_file(tmp_path):
+    rd = tmp_path / "empty"
+    rd.mkdir()
+    (rd / RESULTS_FILE).write_text("")
+    (rd / RUN_FILE).write_text(json.dumps({"run_id": "empty"}))
+    report.write_report(rd)
+    assert "No data." in (rd / "report.html").read_text()
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().out
+    rd = tmp_path / "newer"
+    append_records(rd, [{"schema_version": SCHEMA_VERSION + 1, "kind": "speed"}])
+    assert report.main([str(rd)]) == 2
+    assert "newer nnbench" in capsys.readouterr().out
+
+
+def test_cli_ok(run_dir, capsys):
+    assert report.main([str(run_dir)]) == 0
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_markdown_table_escapes():
+    md = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
+    assert md.splitlines()[2] == "| x\\|y | 1.235 |"
+    assert md.splitlines()[3] == "|  |  |"

@@ -1,0 +1,394 @@
+"""The benchmark run (``bench.run`` / ``bench.worker``): isolation, resume, schema, progress, bad input.
+
+Fake backends are written to a temporary module directory (on ``PYTHONPATH`` so the worker
+processes import them too) and registered by monkeypatching ``implementations._REGISTRY``
+(the run stores the registry in ``run.json`` and every worker applies it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import implementations
+from bench import run as brun
+from bench.results import COMMON, KIND_COLUMNS, SCHEMA_VERSION, make_record, read_records
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKES = {
+    "fake_crash": """
+        import os
+        REQUIRES = ()
+        def available(): return True, "fake: aborts in build"
+        def settings(): return {"device": "cpu"}
+        def build(spec, params, dtype):
+            os.abort()
+    """,
+    "fake_hang": """
+        import os, time
+        REQUIRES = ()
+        def available(): return True, "fake: hangs in build"
+        def settings(): return {"device": "cpu"}
+        def build(spec, params, dtype):
+            if os.environ.get("FAKE_HANG_PIDFILE"):
+                with open(os.environ["FAKE_HANG_PIDFILE"], "w") as f:
+                    f.write(str(os.getpid()))
+            time.sleep(600)
+    """,
+    "fake_oom": """
+        REQUIRES = ()
+        def available(): return True, "fake: out of memory in build"
+        def settings(): return {}
+        def build(spec, params, dtype):
+            raise MemoryError("Unable to allocate 512 GiB for an array")
+    """,
+    "fake_unavail": """
+        REQUIRES = ("gpu",)
+        def available(): return False, "fake: needs a flux capacitor"
+        def settings(): return {}
+        def build(spec, params, dtype):
+            raise AssertionError("never built")
+    """,
+    "fake_cache": """
+        import os, time
+        from implementations.numpy.model import XpModel
+        REQUIRES = ()
+        def available(): return True, "fake: numpy with a slow first build unless its disk cache is warm"
+        def settings(): return {}
+        def build(spec, params, dtype):
+            marker = os.path.join(os.environ["FAKE_CACHE_DIR"], "compiled")
+            if not os.path.exists(marker):
+                time.sleep(0.5)  # "compiling"
+                os.makedirs(os.environ["FAKE_CACHE_DIR"], exist_ok=True)
+                open(marker, "w").close()
+            return XpModel(spec, params, dtype)
+    """,
+    "fake_wrong": """
+        from implementations.numpy.model import XpModel
+        REQUIRES = ()
+        def available(): return True, "fake: numpy with a wrong forward"
+        def settings(): return {"device": "cpu"}
+        class Wrong(XpModel):
+            def forward(self, x):
+                return super().forward(x) * 0.5
+        def build(spec, params, dtype):
+            return Wrong(spec, params, dtype)
+    """,
+}
+
+PROFILE = """
+    name = "test"
+    models = ["tiny-mlp"]
+    dtypes = ["float32"]
+    seeds = [0]
+    parts = {parts}
+    timeout_s = 120
+    [agreement]
+    batch = 4
+    steps = 1
+    [speed]
+    phases = ["forward", "loss_and_grads", "train_step"]
+    batch_sizes = [4]
+    warmup_rounds = 1
+    min_rounds = 3
+    max_rounds = 5
+    round_min_s = 0.0
+    target_s = 0.01
+    [peak]
+    gemm_n = 64
+    rounds = 3
+    [accuracy]
+    epochs = 1
+    train_samples = 400
+    test_samples = 200
+    eval_batch = 100
+    targets = {{ tiny-mlp = 0.05 }}
+    [overrides.fake_hang]
+    timeout_s = 4
+    [overrides.fake_cache]
+    cache_env = "FAKE_CACHE_DIR"
+    [overrides.pure_python.accuracy]
+    max_steps = 2
+    test_samples = 20
+"""
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    mods = tmp_path / "fakemods"
+    mods.mkdir()
+    for name, src in FAKES.items():
+        (mods / f"{name}.py").write_text(textwrap.dedent(src))
+    monkeypatch.syspath_prepend(str(mods))
+    monkeypatch.setenv("PYTHONPATH", str(mods))
+    for name in FAKES:
+        monkeypatch.setitem(implementations._REGISTRY, name, name)
+    return mods
+
+
+def write_profile(tmp_path: Path, parts: str = '["agreement", "speed"]') -> Path:
+    p = tmp_path / "test-profile.toml"
+    p.write_text(textwrap.dedent(PROFILE.format(parts=parts)))
+    return p
+
+
+def run_main(*args: str) -> int:
+    return brun.main([*args, "--no-report", "--threads", "1"])
+
+
+def check_schema(records: list[dict]) -> None:
+    for r in records:
+        assert r["schema_version"] == SCHEMA_VERSION
+        assert set(r) <= set(COMMON) | set(KIND_COLUMNS[r["kind"]]), r
+
+
+def errors(records: list[dict]) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = {}
+    for r in records:
+        if r["kind"] == "error":
+            out.setdefault(r["impl"], set()).add((r["phase"], r["status"]))
+    return out
+
+
+def test_failures_recorded_and_the_others_carry_on(tmp_path, fakes, capsys):
+    prof = write_profile(tmp_path)
+    impls = "fake_unavail,fake_crash,numpy,fake_hang,fake_oom,fake_wrong"
+    assert run_main("--profile", str(prof), "--impls", impls, "--out", str(tmp_path / "out")) == 0
+    run_dir = (tmp_path / "out" / "latest").resolve()
+    recs = read_records(run_dir)
+    check_schema(recs)
+    err = errors(recs)
+    assert err["fake_unavail"] == {("availability", "skipped")}
+    assert {s for _, s in err["fake_crash"]} == {"crash"}
+    assert ("speed", "crash") in err["fake_crash"] and ("agreement", "crash") in err["fake_crash"]
+    assert {s for _, s in err["fake_hang"]} == {"timeout"}
+    assert ("speed", "oom") in err["fake_oom"] and ("agreement", "oom") in err["fake_oom"]
+    assert err["fake_wrong"] == {("agreement", "disagrees")}
+    assert "numpy" not in err  # negative control: the healthy backend has no error
+    crash = next(r for r in recs if r["impl"] == "fake_crash" and r["kind"] == "error")
+    assert "SIGABRT" in crash["error"]
+    avail = {r["impl"]: r["available"] for r in recs if r["kind"] == "availability"}
+    assert avail["fake_unavail"] is False and avail["numpy"] is True
+    speed = {(r["impl"], r["phase"]): r for r in recs if r["kind"] == "speed"}
+    assert {p for i, p in speed if i == "numpy"} == {"forward", "loss_and_grads", "train_step"}
+    for phase in ("forward", "loss_and_grads", "train_step"):
+        npy, wrong = speed[("numpy", phase)], speed[("fake_wrong", phase)]
+        assert npy["validated"] is True and wrong["validated"] is False
+        assert npy["speedup_vs_numpy"] == pytest.approx(1.0)
+        assert len(npy["samples_s"]) == npy["rounds"] >= 3
+        assert npy["median_s"] > 0 and npy["gflops"] > 0 and npy["frac_peak"] > 0
+    assert any(r["kind"] == "peak" for r in recs)
+    assert any(r["kind"] == "compile" and r["impl"] == "numpy" and r["phase"] == "forward" for r in recs)
+    assert any(r["kind"] == "setting" and r["impl"] == "numpy" and r["key"] == "harness_threads" for r in recs)
+    bench_json = json.loads((run_dir / "benchmarks" / "numpy-tiny-mlp-float32.json").read_text())
+    assert len(bench_json["benchmarks"]) == 3 and bench_json["benchmarks"][0]["stats"]["data"]
+    err_out = capsys.readouterr().err
+    assert "numpy tiny-mlp float32 | speed train_step b=4 |" in err_out and "est. left" in err_out
+    assert "fake_hang tiny-mlp float32: TIMEOUT" in err_out
+
+
+def test_interrupted_run_kills_its_worker_and_resumes(tmp_path, fakes):
+    """SIGTERM (a cancelled CI job) during a hanging worker: exit 130, the worker is killed, what
+    finished is kept, and --resume runs only the rest."""
+    prof = write_profile(tmp_path)
+    out, pidfile = tmp_path / "out", tmp_path / "hang.pid"
+    code = (
+        "import sys, implementations; implementations._REGISTRY['fake_hang'] = 'fake_hang';"
+        "from bench.run import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = [sys.executable, "-c", code, "--profile", str(prof), "--impls", "numpy,fake_hang", "--out", str(out),
+            "--no-report", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "FAKE_HANG_PIDFILE": str(pidfile)}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+    deadline = time.monotonic() + 120
+    while not pidfile.exists() or not pidfile.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    worker = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    assert "--resume" in proc.stderr.read()
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+    run_dir = next(p for p in out.iterdir() if p.is_dir())
+    done = brun.done_parts(run_dir)
+    assert ("numpy", "tiny-mlp", "float32", "speed") in done
+    assert not any(k[0] == "fake_hang" and k[3] != "settings" for k in done)
+    n_speed = sum(r["kind"] == "speed" for r in read_records(run_dir))
+    pidfile.unlink()
+    assert run_main("--out", str(out), "--resume", str(run_dir)) == 0
+    recs = read_records(run_dir)
+    assert sum(r["kind"] == "speed" for r in recs) == n_speed  # numpy not re-run
+    assert ("speed", "timeout") in errors(recs)["fake_hang"]
+
+
+def test_compile_cold_and_warm_cache(tmp_path, fakes):
+    prof = write_profile(tmp_path)
+    assert run_main("--profile", str(prof), "--impls", "fake_cache", "--out", str(tmp_path / "out")) == 0
+    run_dir = (tmp_path / "out" / "latest").resolve()
+    comp = {r["phase"]: r for r in read_records(run_dir) if r["kind"] == "compile"}
+    assert set(comp) == {"build", "forward", "loss_and_grads", "train_step"}
+    assert comp["build"]["cold_s"] >= 0.5 > comp["build"]["warm_cache_s"]  # an empty cache first, then warm
+    assert comp["forward"]["steady_s"] > 0 and comp["build"]["steady_s"] is None
+    assert (run_dir / "cache" / "fake_cache-tiny-mlp-float32" / "compiled").is_file()
+
+
+def test_schema_check_has_teeth():
+    with pytest.raises(ValueError, match="unknown columns"):
+        make_record("speed", impl="numpy", not_a_column=1)
+    with pytest.raises(ValueError, match="unknown record kind"):
+        make_record("speeed", impl="numpy")
+
+
+def test_resume_skips_finished_parts(tmp_path, capsys):
+    prof = write_profile(tmp_path)
+    out = tmp_path / "out"
+    assert run_main("--profile", str(prof), "--impls", "numpy", "--out", str(out)) == 0
+    run_dir = (out / "latest").resolve()
+    before = read_records(run_dir)
+    n_agree = sum(r["kind"] == "agreement" for r in before)
+    # simulate an interruption during speed: its done-mark is gone and a partial record remains
+    cases = run_dir / "cases.jsonl"
+    lines = [ln for ln in cases.read_text().splitlines() if '"part": "speed"' not in ln]
+    cases.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert run_main("--profile", str(prof), "--out", str(out), "--resume", str(run_dir)) == 0
+    after = read_records(run_dir)
+    check_schema(after)
+    err_out = capsys.readouterr().err
+    assert "| agreement |" not in err_out and "speed forward b=4" in err_out  # only speed re-ran
+    assert sum(r["kind"] == "agreement" for r in after) == n_agree
+    assert sum(r["kind"] == "speed" for r in after) == 3  # old partial rows dropped, not duplicated
+    assert all(r["validated"] is True for r in after if r["kind"] == "speed")  # from the earlier agreement
+    # resuming a finished run runs no case at all (and --resume alone means <out>/latest)
+    assert run_main("--out", str(out), "--resume") == 0
+    assert "| speed" not in capsys.readouterr().err
+    assert len(read_records(run_dir)) == len(after)
+    assert sorted(p.name for p in out.iterdir()) == sorted([run_dir.name, "latest"])
+
+
+def test_accuracy_records_with_budget(tmp_path):
+    pytest.importorskip("bench.data")
+    from bench.data import MnistError, mnist_arrays
+
+    try:
+        mnist_arrays()
+    except MnistError as e:
+        pytest.skip(f"MNIST not available here: {e}")
+    prof = write_profile(tmp_path, parts='["accuracy"]')
+    assert run_main("--profile", str(prof), "--impls", "numpy,pure_python", "--out", str(tmp_path / "o")) == 0
+    recs = read_records((tmp_path / "o" / "latest").resolve())
+    check_schema(recs)
+    acc = {r["impl"]: r for r in recs if r["kind"] == "accuracy"}
+    assert set(acc) == {"numpy", "pure_python"}, errors(recs)
+    npy, pp = acc["numpy"], acc["pure_python"]
+    assert npy["train_samples"] == 400 and npy["steps"] == 400 // 8 and npy["test_samples"] == 200
+    assert 0.0 <= npy["test_acc"] <= 1.0 and npy["test_loss"] > 0 and npy["epoch_s"] > 0
+    assert npy["extrapolated_epoch_s"] == pytest.approx(npy["epoch_s"] * 60000 / 400)
+    assert pp["steps"] == 2 and pp["train_samples"] == 16 and pp["test_samples"] == 20
+    assert npy["validated"] is None  # no agreement in this profile: neither validated nor refuted
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "no-such-model"], "unknown preset 'no-such-model'"),
+        (["--impls", "numpy,nope"], "unknown implementation(s) nope"),
+        (["--dtype", "float16"], "unknown dtype(s) float16"),
+        (["--profile", "nope"], "unknown profile 'nope'"),
+        (["--resume", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_clear_message_nonzero_exit(tmp_path, capsys, args, message):
+    assert run_main(*args, "--out", str(tmp_path)) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_invalid_spec_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\ninput_shape = [1, 8, 8]\nloss = "mse"\nlayers = [{ type = "dense", units = 3 }]\n')
+    assert run_main("--models", str(bad), "--out", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "train" in err
+
+
+def test_profiles_are_data_and_overrides_merge():
+    for name in ("quick", "standard", "full"):
+        prof = brun.load_profile(name)
+        assert prof["speed"]["batch_sizes"] and prof["accuracy"] and prof["timeout_s"] > 0
+    quick = brun.load_profile("quick")
+    assert quick["speed"]["batch_sizes"] == [50]
+    pp_cnn = brun.effective_profile(quick, "pure_python", "cnn")
+    assert pp_cnn["speed"]["batch_sizes"] == [1] and pp_cnn["parts"] == ["agreement", "speed"]
+    assert pp_cnn["speed"]["phases"] == quick["speed"]["phases"]  # untouched keys kept
+    assert brun.effective_profile(quick, "pure_python", "mlp")["accuracy"]["max_steps"] == 1
+    np_cnn = brun.effective_profile(quick, "numpy", "cnn")
+    assert np_cnn["speed"]["batch_sizes"] == [50] and np_cnn["accuracy"]["train_samples"] == 1000
+    assert brun.effective_profile(quick, "numpy", "mlp")["accuracy"]["train_samples"] == 5000
+    std = brun.load_profile("standard")
+    assert std["speed"]["batch_sizes"] == [1, 50, 256]
+    assert len(brun.load_profile("full")["seeds"]) >= 3
+
+
+def test_failure_classification():
+    def res(rc, timed_out=False, tail=""):
+        return brun.WorkerResult(rc, timed_out, "speed forward b=50", tail)
+
+    assert brun.failure(res(None, True), 5)[0] == "timeout"
+    assert brun.failure(res(-9), 5)[0] == "oom"
+    assert brun.failure(res(-11), 5)[0] == "crash" and "SIGSEGV" in brun.failure(res(-11), 5)[1]
+    assert brun.failure(res(1, tail="MemoryError: x"), 5)[0] == "oom"
+    assert brun.failure(res(1, tail="ValueError: x"), 5)[0] == "crash"
+
+
+def test_fill_derived():
+    def speed(impl, median):
+        return make_record("speed", impl=impl, model="mlp", dtype="float32", phase="forward", batch_size=50,
+                           median_s=median, gflops=1.0 / median)  # fmt: skip
+
+    recs = [speed("numpy", 0.01), speed("pure_python", 1.0), speed("torch", 0.005)]
+    recs.append(make_record("peak", impl="numpy", gflops=400.0))
+    out = {r["impl"]: r for r in brun.fill_derived(recs) if r["kind"] == "speed"}
+    assert out["torch"]["speedup_vs_numpy"] == pytest.approx(2.0)
+    assert out["torch"]["speedup_vs_pure_python"] == pytest.approx(200.0)
+    assert out["pure_python"]["speedup_vs_numpy"] == pytest.approx(0.01)
+    assert out["torch"]["frac_peak"] == pytest.approx(200.0 / 400.0)
+
+
+def test_timing_plan_and_json():
+    from bench.timing import Timer, TimingConfig
+
+    cfg = TimingConfig(warmup_rounds=1, min_rounds=3, max_rounds=50, round_min_s=0.001, target_s=0.05)
+    assert cfg.plan(5.0) == (1, 3)  # a slow call: one iteration, min rounds, no calibration runs
+    it, rounds = cfg.plan(1e-5)
+    assert it == 100 and 3 <= rounds <= 50
+    calls = []
+    m = Timer(cfg).measure("noop", lambda: calls.append(1))
+    assert m.rounds == len(m.samples_s) and m.iqr_s >= 0 and m.median_s < 1e-3
+    # probe + warm-up + timed rounds (+ pytest-benchmark's one untimed call for the result when looping)
+    assert len(calls) == 1 + (m.rounds + cfg.warmup_rounds) * m.iterations + (m.iterations > 1)
+
+
+def test_fit_input():
+    import numpy as np
+
+    from bench.accuracy import fit_input
+
+    x = np.random.default_rng(0).random((3, 1, 28, 28)).astype("float32")
+    y = fit_input(x, (1, 8, 8))
+    assert y.shape == (3, 1, 8, 8) and y.dtype == np.float32
+    assert y[0, 0, 0, 0] == pytest.approx(x[0, 0, 2:5, 2:5].mean())
+    assert fit_input(x, (1, 28, 28)) is x
+    with pytest.raises(NotImplementedError):
+        fit_input(x, (3, 8, 8))
