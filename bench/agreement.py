@@ -191,7 +191,7 @@ def _check_activations(res, model, ref, x, tol: Tolerance, dts) -> int | None:
         return None
     want = ref.activations(x)
     first = None
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
         row = compare_tensor(f"layer{i}", "activation", g, w, tol.forward, dts)
         res.rows.append(row)
         if not row["ok"] and first is None:

@@ -158,7 +158,7 @@ class ModelSpec:
     def param_shapes(self) -> dict[str, Shape]:
         """Canonical parameter names and layouts (see ``bench.params``)."""
         shapes: dict[str, Shape] = {}
-        for i, (layer, inp) in enumerate(zip(self.layers, self.input_shapes())):
+        for i, (layer, inp) in enumerate(zip(self.layers, self.input_shapes(), strict=True)):
             if layer.type == "dense":
                 shapes[f"{i}.W"] = (inp[0], layer.units)  # (in, out)
                 shapes[f"{i}.b"] = (layer.units,)
@@ -185,7 +185,7 @@ class ModelSpec:
         multiply-add per parameter. ``train_step`` is their sum.
         """
         fwd_mm = fwd_elem = 0
-        for layer, inp, out in zip(self.layers, self.input_shapes(), self.shapes()):
+        for layer, inp, out in zip(self.layers, self.input_shapes(), self.shapes(), strict=True):
             n_out = _prod(out)
             if layer.type == "dense":
                 fwd_mm += 2 * inp[0] * layer.units
@@ -348,8 +348,12 @@ def random_spec(seed: int) -> ModelSpec:
         layers: list[dict[str, Any]] = []
         for _ in range(rng.choice([0, 1, 1, 2])):
             layers.append(
-                {"type": "conv2d", "filters": rng.randint(1, 5), "kernel": rng.choice([1, 3, 3, 5]),
-                 "padding": rng.choice(PADDINGS)}
+                {
+                    "type": "conv2d",
+                    "filters": rng.randint(1, 5),
+                    "kernel": rng.choice([1, 3, 3, 5]),
+                    "padding": rng.choice(PADDINGS),
+                }
             )
             layers.append({"type": rng.choice(["relu", "tanh", "sigmoid"])})
             if rng.random() < 0.7:

@@ -61,7 +61,7 @@ class Model(abc.ABC):
         """Move/convert a host batch (images or labels) to what ``train_step`` takes."""
         return x
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # noqa: B027 - deliberately a no-op default, not abstract
         """Wait for queued device work (no-op on CPU backends)."""
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:

@@ -50,7 +50,7 @@ def oracle(spec, params, x, y, steps_batches=(), lr=None):
     result = {
         "probs": out.detach().numpy(),
         "loss": float(loss.detach()),
-        "grads": {k: g.numpy() for k, g in zip(w, grads)},
+        "grads": {k: g.numpy() for k, g in zip(w, grads, strict=True)},
         "step_losses": [],
     }
     lr = spec.train.lr if lr is None else lr
@@ -59,7 +59,7 @@ def oracle(spec, params, x, y, steps_batches=(), lr=None):
         step_loss = _loss(torch, spec, o, lg, torch.tensor(yb))
         gs = torch.autograd.grad(step_loss, list(w.values()))
         with torch.no_grad():
-            for t, g in zip(w.values(), gs):
+            for t, g in zip(w.values(), gs, strict=True):
                 t -= lr * g
         result["step_losses"].append(float(step_loss))
     result["params"] = {k: t.detach().numpy().copy() for k, t in w.items()}

@@ -1,13 +1,12 @@
 """bench.agreement: it passes what agrees, and (negative controls) fails what does not."""
 
+import fake_backends
 import numpy as np
 import pytest
 
 import implementations
 from bench.agreement import TOLERANCES, check, compare_tensor, main
 from bench.spec import preset, random_spec
-
-import fake_backends
 
 
 @pytest.fixture

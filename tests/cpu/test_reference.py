@@ -3,13 +3,12 @@
 
 import numpy as np
 import pytest
+from oracle_torch import oracle
 
 import implementations
 from bench.agreement import TOLERANCES, compare_tensor, sample_batch
 from bench.params import init_params
 from bench.spec import preset, random_spec
-
-from oracle_torch import oracle
 
 TOL = TOLERANCES["float64"]
 

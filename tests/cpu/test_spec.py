@@ -18,7 +18,15 @@ def test_presets_exist_and_round_trip():
 def test_mlp_preset_is_the_course_model():
     spec = preset("mlp")
     assert [l.type for l in spec.layers] == [
-        "flatten", "dense", "sigmoid", "dropout", "dense", "sigmoid", "dropout", "dense", "softmax",
+        "flatten",
+        "dense",
+        "sigmoid",
+        "dropout",
+        "dense",
+        "sigmoid",
+        "dropout",
+        "dense",
+        "softmax",
     ]
     assert [l.units for l in spec.layers if l.type == "dense"] == [800, 800, 10]
     assert all(l.rate == 0.4 for l in spec.layers if l.type == "dropout")
@@ -50,7 +58,10 @@ def _base():
         (lambda d: d["layers"][7].update(units=-1), "layer 7 (dense): units must be positive"),
         (lambda d: d["layers"][3].update(kernel=9), "layer 3 (conv2d): kernel 9 does not fit"),
         (lambda d: d["layers"].pop(6), "layer 6 (dense): needs a flat input"),
-        (lambda d: d["layers"].insert(0, {"type": "softmax"}), "layer 0 (softmax): softmax is only supported as the last"),
+        (
+            lambda d: d["layers"].insert(0, {"type": "softmax"}),
+            "layer 0 (softmax): softmax is only supported as the last",
+        ),
         (lambda d: d["layers"][9].update(rate=1.5), "layer 9 (dropout): rate must be in [0, 1)"),
         (lambda d: d["layers"][2].update(size=3), "layer 2 (maxpool2d): only size 2"),
         (lambda d: d.pop("loss"), "missing field 'loss'"),
