@@ -76,29 +76,38 @@ def conv_backward(cols, x_shape, wm, dy, k: int, padding: str, need_dx: bool = T
     return dx, dwm, db
 
 
+# The four cells of each 2x2 window, in row-major window order (argmax 0..3).
+_CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
+def _cell(x, k: int, ho: int, wo: int):
+    """Strided view (N, Ho, Wo, C) of cell ``k`` of every window (floored rows/cols dropped)."""
+    i, j = _CELLS[k]
+    return x[:, i : 2 * ho : 2, j : 2 * wo : 2, :]
+
+
 def maxpool_forward(x):
-    """2x2, stride 2, floor: (N, H, W, C) -> (N, H//2, W//2, C) and the argmax (0..3) of
-    each window in row-major window order (the first maximum wins, as in PyTorch)."""
-    n, h, w, c = x.shape
-    ho, wo = h // 2, w // 2
-    win = x[:, : 2 * ho, : 2 * wo, :].reshape(n, ho, 2, wo, 2, c)
-    win = win.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, 4)
-    arg = win.argmax(axis=-1)
+    """2x2, stride 2, floor: (N, H, W, C) -> (N, H//2, W//2, C) and the argmax (0..3, int8)
+    of each window, from four strided views (no window tensor is materialised). The first
+    maximum in row-major window order wins (as in PyTorch); a NaN wins, as in ``np.argmax``."""
     xp = array_module(x)
-    out = xp.take_along_axis(win, arg[..., None], axis=-1)[..., 0]
+    ho, wo = x.shape[1] // 2, x.shape[2] // 2
+    cells = [_cell(x, k, ho, wo) for k in range(4)]
+    out = xp.maximum(xp.maximum(cells[0], cells[1]), xp.maximum(cells[2], cells[3]))  # NaN propagates
+    arg = xp.full(out.shape, 3, dtype=xp.int8)
+    for k in (2, 1, 0):  # descending, so the first matching cell is written last
+        xp.copyto(arg, k, where=cells[k] == out)
+    nan = xp.isnan(out)
+    if nan.any():  # rare: the first NaN cell of the window is its argmax
+        arg[nan] = xp.stack([xp.isnan(c) for c in cells], axis=-1)[nan].argmax(axis=-1)
     return out, arg
 
 
 def maxpool_backward(arg, x_shape, dy):
     """Routes each output gradient to its window's argmax; floored rows/cols get zero."""
     xp = array_module(dy)
-    n, h, w, c = x_shape
-    ho, wo = h // 2, w // 2
-    hit = arg[..., None] == xp.arange(4)  # (N, Ho, Wo, C, 4)
-    dwin = (hit * dy[..., None]).astype(dy.dtype)
-    dwin = dwin.reshape(n, ho, wo, c, 2, 2).transpose(0, 1, 4, 2, 5, 3)  # (N, Ho, 2, Wo, 2, C)
-    if h == 2 * ho and w == 2 * wo:
-        return dwin.reshape(n, h, w, c)
     dx = xp.zeros(x_shape, dtype=dy.dtype)
-    dx[:, : 2 * ho, : 2 * wo, :] = dwin.reshape(n, 2 * ho, 2 * wo, c)
+    ho, wo = arg.shape[1], arg.shape[2]
+    for k in range(4):
+        _cell(dx, k, ho, wo)[...] = dy * (arg == k)
     return dx
