@@ -112,7 +112,12 @@ def load_run(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """``load_run`` without the files: records grouped by kind, run.json flattened in."""
-    env = {ENV_PREFIX + k: v for k, v in flatten(meta).items()}
+    # The machine and run settings, not the whole profile and spec text (kept in run.json):
+    # joined onto every row they would make the tidy tables mostly repeated metadata.
+    bulky = ("profile.", "specs.", "registry.", "argv")
+    env = {ENV_PREFIX + k: v for k, v in flatten(meta).items() if not k.startswith(bulky)}
+    if isinstance(meta.get("profile"), dict) and "name" in meta["profile"]:
+        env[ENV_PREFIX + "profile.name"] = meta["profile"]["name"]
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_kind.setdefault(str(rec.get("kind")), []).append(rec)
@@ -312,7 +317,7 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     sec.append(
         Section(
             "Speed",
-            "Median and IQR per call; speedups are median ratios within this run; "
+            "Median and IQR per call; speedups are per-sample throughput ratios within this run (against pure Python at its own, small batch size); "
             "fraction of peak is against the in-run float32 GEMM; `validated` = agreement passed.",
             speed_table(frames),
         )
