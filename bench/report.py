@@ -317,7 +317,8 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     sec.append(
         Section(
             "Speed",
-            "Median and IQR per call; speedups are per-sample throughput ratios within this run (against pure Python at its own, small batch size); "
+            "Median and IQR per call; speedups are per-sample throughput ratios within this run "
+            "(against pure Python at its own, small batch size); "
             "fraction of peak is against the in-run float32 GEMM; `validated` = agreement passed.",
             speed_table(frames),
         )
