@@ -143,9 +143,9 @@ class XpModel(Model):
         loss, dy, done = self._loss(out, logits, y)
         grads = self._backward(caches, out, dy, done)
         if lr is not None:
-            for name, g in grads.items():
-                w = self.w[name]
-                w -= lr * g
+            for name, g in grads.items():  # in place, no temporary: g is scaled then subtracted
+                g *= lr
+                self.w[name] -= g
         return loss, grads
 
     # ------------------------------------------------------------------ contract
