@@ -6,6 +6,8 @@ import pytest
 
 pytest.importorskip("numba")
 
+from odd_specs import ODD_SPECS  # noqa: E402 - valid padding, floor pools, k=1/5, unfused activations
+
 import implementations  # noqa: E402
 from bench.agreement import TOLERANCES, check  # noqa: E402
 from bench.params import init_params  # noqa: E402
@@ -13,45 +15,6 @@ from bench.spec import ModelSpec, preset, random_spec  # noqa: E402
 from implementations.base import one_hot  # noqa: E402
 
 NB = implementations.get("numba")
-
-# Same odd cases as test_pure_python: valid padding, 7x7 -> 3x3 floor pool, k=5 and k=1,
-# non-square multi-channel input, activations not fused (after pool / flatten), dropout
-# on an image, MSE without softmax.
-ODD_SPECS = [
-    {
-        "name": "odd-a",
-        "input_shape": [2, 9, 8],
-        "loss": "mse",
-        "layers": [
-            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "valid"},
-            {"type": "maxpool2d"},
-            {"type": "sigmoid"},
-            {"type": "dropout", "rate": 0.3},
-            {"type": "conv2d", "filters": 2, "kernel": 1, "padding": "same"},
-            {"type": "flatten"},
-            {"type": "tanh"},
-            {"type": "dense", "units": 5},
-            {"type": "sigmoid"},
-        ],
-        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
-    },
-    {
-        "name": "odd-b",
-        "input_shape": [1, 11, 11],
-        "loss": "cross_entropy",
-        "layers": [
-            {"type": "conv2d", "filters": 2, "kernel": 5, "padding": "valid"},
-            {"type": "relu"},
-            {"type": "maxpool2d"},
-            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"},
-            {"type": "maxpool2d"},
-            {"type": "flatten"},
-            {"type": "dense", "units": 4},
-            {"type": "softmax"},
-        ],
-        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
-    },
-]
 
 
 def _assert_agrees(spec, dtype, **kw):

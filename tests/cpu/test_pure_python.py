@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from odd_specs import ODD_SPECS  # valid padding, floor pools, k=1/5, unfused activations
 
 import implementations
 from bench.agreement import TOLERANCES, check
@@ -15,46 +16,6 @@ from bench.spec import ModelSpec, preset, random_spec
 from implementations.base import one_hot
 
 PP = implementations.get("pure_python")
-
-# Hand-written odd cases on top of the presets and random specs: valid padding with a
-# 7x7 -> 3x3 floor pool, k=5, non-square multi-channel input, activations after pooling
-# and after flatten (not fused with a parameter layer), dropout on an image, MSE without
-# softmax.
-ODD_SPECS = [
-    {
-        "name": "odd-a",
-        "input_shape": [2, 9, 8],
-        "loss": "mse",
-        "layers": [
-            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "valid"},  # 7x6
-            {"type": "maxpool2d"},  # 3x3
-            {"type": "sigmoid"},
-            {"type": "dropout", "rate": 0.3},
-            {"type": "conv2d", "filters": 2, "kernel": 1, "padding": "same"},
-            {"type": "flatten"},
-            {"type": "tanh"},
-            {"type": "dense", "units": 5},
-            {"type": "sigmoid"},
-        ],
-        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
-    },
-    {
-        "name": "odd-b",
-        "input_shape": [1, 11, 11],
-        "loss": "cross_entropy",
-        "layers": [
-            {"type": "conv2d", "filters": 2, "kernel": 5, "padding": "valid"},  # 7x7
-            {"type": "relu"},
-            {"type": "maxpool2d"},  # 3x3
-            {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"},
-            {"type": "maxpool2d"},  # 1x1
-            {"type": "flatten"},
-            {"type": "dense", "units": 4},
-            {"type": "softmax"},
-        ],
-        "train": {"lr": 0.1, "batch_size": 4, "epochs": 1},
-    },
-]
 
 
 def _assert_agrees(spec, dtype="float64", **kw):
