@@ -673,6 +673,10 @@ def finish(run_dir: Path, ns: argparse.Namespace) -> None:
                 write_report(run_dir)
             except Exception as e:  # the measurements are safe on disk; say why the report failed
                 print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    try:  # per-case compile caches are removed as each case ends; drop their empty parent
+        (run_dir / "cache").rmdir()
+    except OSError:
+        pass
     update_latest(run_dir)
     print(f"results: {run_dir}", file=sys.stderr)
 
