@@ -52,6 +52,13 @@ Gate rules (FAIL means exit 1):
    - ``CI_high < 1/threshold`` is reported as faster (a note: refresh the baseline).
    Without raw samples a set is its median alone (no spread). A case with no in-run
    reference, or measured in only one run, is a note.
+5. Confirmation (``python -m bench run --gate BASELINE``, what CI runs): on this machine
+   kind a whole worker process now and then runs 1.5-1.7x slower than its neighbours
+   (seen for NumPy and for PyTorch, same code, same data), which no in-process statistic
+   can see. When speed is the *only* failing check, the run re-measures the failing
+   implementations (and NumPy, their reference) in fresh worker processes and gates on that
+   confirmation run: a regression fails only when it reproduces. Agreement, accuracy and
+   crash failures are never re-measured.
 """
 
 from __future__ import annotations
@@ -374,6 +381,22 @@ def compare_frames(
 
 def failed(tables: dict[str, pd.DataFrame]) -> bool:
     return any(len(t) and (t["verdict"] == FAIL).any() for t in tables.values())
+
+
+def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | None:
+    """``{impl: {models}}`` whose speed rows fail, when speed is the only failing check;
+    ``None`` when another check fails too (those are not re-measured). A failing aggregate
+    row (model ``ALL``) names every model the implementation was measured on."""
+    base, cur = _load("baseline", baseline), _load("current", current)
+    tables = compare_frames(base, cur)
+    if any(len(t) and (t["verdict"] == FAIL).any() for k, t in tables.items() if k != "speed"):
+        return None
+    sp = tables["speed"]
+    out: dict[str, set[str]] = {}
+    for _, row in sp[sp["verdict"] == FAIL].iterrows() if len(sp) else []:
+        models = set(sp[(sp["impl"] == row["impl"]) & (sp["model"] != "ALL")]["model"])
+        out.setdefault(row["impl"], set()).update(models if row["model"] == "ALL" else {row["model"]})
+    return out
 
 
 # ----------------------------------------------------------------------------- CLI

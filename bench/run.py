@@ -510,11 +510,43 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     finish(run_dir, ns)
     if ns.gate:
-        from bench.compare import main as compare_main
-
-        print(f"\nregression gate: {ns.gate} -> {run_dir}", file=sys.stderr)
-        return compare_main([ns.gate, str(run_dir)])
+        return gate(ns, run_dir)
     return 0
+
+
+def gate(ns: argparse.Namespace, run_dir: Path) -> int:
+    """Compare with the baseline; a speed-only failure must reproduce in fresh worker
+    processes (``bench.compare`` docstring, rule 5) before it fails the gate."""
+    from bench.compare import main as compare_main
+    from bench.compare import speed_only_failures
+
+    print(f"\nregression gate: {ns.gate} -> {run_dir}", file=sys.stderr)
+    rc = compare_main([ns.gate, str(run_dir)])
+    if rc != 1:
+        return rc
+    suspects = speed_only_failures(ns.gate, str(run_dir))
+    if not suspects:
+        return rc
+    impls = sorted(set(suspects) | {"numpy"})
+    models = sorted(set().union(*suspects.values()))
+    print(
+        f"\nspeed-only failure: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
+        file=sys.stderr,
+    )
+    confirm = [
+        "--profile", str(ns.profile), "--out", str(run_dir.parent / f"{run_dir.name}-confirm"),
+        "--impls", ",".join(impls), "--models", ",".join(models), "--no-report",
+    ]  # fmt: skip
+    for opt in ("threads", "data_dir", "timeout"):
+        if getattr(ns, opt):
+            confirm += [f"--{opt.replace('_', '-')}", str(getattr(ns, opt))]
+    if main(confirm) != 0:
+        return 1
+    confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
+    rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models)])
+    print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}",
+          file=sys.stderr)  # fmt: skip
+    return rc
 
 
 def _interrupt(signum: int, frame: Any) -> None:
