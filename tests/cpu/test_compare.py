@@ -408,3 +408,16 @@ def test_bootstrap_ci_covers_and_detects():
     assert lo > 1.25 and point == pytest.approx(
         2 * np.median(a[2]) / np.median(a[3]) / (np.median(a[0]) / np.median(a[1]))
     )
+
+
+def test_speed_only_failures_names_what_to_re_measure(tmp_path):
+    """The gate's confirmation step re-measures a speed-only failure; any other failure
+    (here: broken agreement) is final and returns None."""
+    b = synthetic_run(tmp_path / "base", seed=1)
+    slow = synthetic_run(tmp_path / "slow", seed=2, slow={"torch": 2.0})
+    suspects = compare.speed_only_failures(str(b), str(slow))
+    assert suspects and set(suspects) == {"torch"} and suspects["torch"]
+    same = synthetic_run(tmp_path / "same", seed=3)
+    assert compare.speed_only_failures(str(b), str(same)) == {}
+    broken = synthetic_run(tmp_path / "broken", seed=4, broken=("numba",), slow={"torch": 2.0})
+    assert compare.speed_only_failures(str(b), str(broken)) is None

@@ -392,3 +392,27 @@ def test_fit_input():
     assert fit_input(x, (1, 28, 28)) is x
     with pytest.raises(NotImplementedError):
         fit_input(x, (3, 8, 8))
+
+
+def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path):
+    """A speed-only failure is re-measured (impls + numpy, failing models) and the gate
+    follows the confirmation; a failure that is not speed-only is final."""
+    import argparse
+
+    from bench import compare, run
+
+    calls = []
+    ns = argparse.Namespace(gate="BASE", profile="quick", threads=2, data_dir=None, timeout=None)
+    rd = tmp_path / "20990101-000000-quick"
+    monkeypatch.setattr(run, "main", lambda argv: calls.append(argv) or 0)
+    verdicts = iter([1, 0])
+    monkeypatch.setattr(compare, "main", lambda argv: calls.append(argv) or next(verdicts))
+    monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: {"torch": {"mlp"}})
+    assert run.gate(ns, rd) == 0  # not reproduced
+    rerun = calls[1]
+    assert rerun[rerun.index("--impls") + 1] == "numpy,torch" and rerun[rerun.index("--models") + 1] == "mlp"
+    verdicts = iter([1, 1])
+    assert run.gate(ns, rd) == 1  # reproduced
+    monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: None)
+    verdicts = iter([1])
+    assert run.gate(ns, rd) == 1  # agreement/accuracy failures are not re-measured
