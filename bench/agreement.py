@@ -96,6 +96,15 @@ class AgreementResult:
             return "?"
 
 
+def rel_error(got: Any, ref: Any) -> tuple[float, float]:
+    """(max_abs, max_rel) with ``max_rel = max|got - ref| / max|ref|`` (max_abs when ref is 0)."""
+    ref = np.asarray(ref, dtype=np.float64)
+    diff = np.abs(np.asarray(got, dtype=np.float64) - ref)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return max_abs, (max_abs / scale if scale > 0 else max_abs)
+
+
 def compare_tensor(name: str, phase: str, got: Any, ref: np.ndarray, tol: float, dtypes: tuple[str, ...]) -> dict:
     """Shape, then dtype, then values. Returns one result row."""
     row: dict[str, Any] = {"tensor": name, "phase": phase, "tol": tol, "max_abs": np.inf, "max_rel": np.inf}
@@ -105,14 +114,11 @@ def compare_tensor(name: str, phase: str, got: Any, ref: np.ndarray, tol: float,
         return {**row, "ok": False, "detail": f"shape {got_a.shape} != reference {ref.shape}"}
     if got_a.dtype.name not in dtypes:
         return {**row, "ok": False, "detail": f"dtype {got_a.dtype} not in {dtypes}"}
-    diff = np.abs(got_a.astype(np.float64) - ref)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    max_rel = max_abs / scale if scale > 0 else max_abs
+    max_abs, max_rel = rel_error(got_a, ref)
     ok = bool(np.isfinite(max_abs) and max_rel <= tol)
     row.update(max_abs=max_abs, max_rel=max_rel, ok=ok)
     if not ok:
-        idx = np.argsort(diff.ravel())[::-1][:3]
+        idx = np.argsort(np.abs(got_a.astype(np.float64) - ref).ravel())[::-1][:3]
         row["detail"] = (
             f"got {np.round(got_a.ravel()[:4].astype(float), 8).tolist()} "
             f"ref {np.round(ref.ravel()[:4], 8).tolist()}; worst at flat {idx.tolist()}"

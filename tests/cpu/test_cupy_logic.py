@@ -223,7 +223,8 @@ def test_gpu_report_end_to_end_with_twins(monkeypatch, tmp_path, cupy_only_regis
 
 def test_project_agreement_check_passes_with_twins(monkeypatch):
     """``bench.agreement.check("cupy", ...)`` (what the harness runs) on the twin model."""
-    agreement = pytest.importorskip("bench.agreement")
+    from bench import agreement
+
     monkeypatch.setattr(backend, "build", twin_build)
     for name in ("tiny-mlp", "tiny-cnn"):
         for dtype in ("float64", "float32"):

@@ -1,11 +1,9 @@
 """numba: agreement with the NumPy float64 reference (float64 and float32, presets, random
 and odd specs), threads, dropout, kernels, compile-time measurement, negative controls."""
 
+import numba  # noqa: F401 - a required dependency of the test env: missing numba is an error, not a skip
 import numpy as np
 import pytest
-
-pytest.importorskip("numba")
-
 from odd_specs import ODD_SPECS  # noqa: E402 - valid padding, floor pools, k=1/5, unfused activations
 
 import implementations  # noqa: E402
@@ -78,7 +76,6 @@ def test_negative_control_wrong_pool_routing_fails(monkeypatch):
 
 
 def test_threads_follow_the_harness_setting(monkeypatch):
-    import numba
 
     monkeypatch.setenv("NNBENCH_THREADS", "1")
     NB.build(preset("tiny-mlp"), init_params(preset("tiny-mlp"), 0), "float32")

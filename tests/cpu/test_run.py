@@ -279,7 +279,6 @@ def test_resume_skips_finished_parts(tmp_path, capsys):
 
 
 def test_accuracy_records_with_budget(tmp_path):
-    pytest.importorskip("bench.data")
     from bench.data import MnistError, mnist_arrays
 
     try:

@@ -5,15 +5,14 @@ import numpy as np
 import pytest
 
 import implementations
-from bench.agreement import TOLERANCES, check, sample_batch
+from bench.agreement import TOLERANCES, check, rel_error, sample_batch
 from bench.params import init_params
 from bench.spec import preset, random_spec
 from bench.threads import configured_threads
 
 
 def _rel(a, b) -> float:
-    b = np.asarray(b, dtype=np.float64)
-    return float(np.abs(np.asarray(a, dtype=np.float64) - b).max() / np.abs(b).max())
+    return rel_error(a, b)[1]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
