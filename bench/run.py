@@ -22,7 +22,6 @@ filled in by rewriting ``results.jsonl`` atomically, the report is written when
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import queue
@@ -32,15 +31,22 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
+from bench.profile import (  # noqa: F401 - re-exported: the run's public names
+    PARTS,
+    RunError,
+    deep_merge,
+    effective_profile,
+    load_profile,
+    profile_names,
+    profile_parts,
+)
+from bench.worker import MARK, mark_done
+
 REPO = Path(__file__).resolve().parent.parent
-MARK = "@@nnbench "
-PARTS = ("agreement", "speed", "accuracy")
 KIND_PART = {
     "agreement": "agreement",
     "speed": "speed",
@@ -50,69 +56,6 @@ KIND_PART = {
 }
 AVAILABILITY_TIMEOUT_S = 300.0
 HEARTBEAT_S = 30.0
-
-
-class RunError(Exception):
-    """Bad input (unknown model, implementation, profile, dtype, run dir): a clear message, exit 2."""
-
-
-# ---------------------------------------------------------------------- profiles
-def profile_names() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
-
-
-def load_profile(name_or_path: str) -> dict[str, Any]:
-    path = Path(name_or_path)
-    if not (name_or_path.endswith(".toml") or "/" in name_or_path):
-        path = PROFILE_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise RunError(f"unknown profile {name_or_path!r} (known: {', '.join(profile_names())}, or a .toml path)")
-    if not path.is_file():
-        raise RunError(f"profile file not found: {path}")
-    try:
-        prof = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise RunError(f"{path}: not valid TOML: {e}") from e
-    for key in ("speed", "accuracy"):
-        if key not in prof:
-            raise RunError(f"{path}: profile needs a [{key}] table")
-    prof.setdefault("name", path.stem)
-    profile_parts(prof)
-    for impl, over in prof.get("overrides", {}).items():
-        profile_parts(effective_profile(prof, impl))
-        for model in over.get("models", {}):
-            profile_parts(effective_profile(prof, impl, model))
-    return prof
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def effective_profile(profile: dict[str, Any], impl: str, model: str | None = None) -> dict[str, Any]:
-    """The profile with ``model_overrides.<model>``, ``overrides.<impl>`` and then
-    ``overrides.<impl>.models.<model>`` merged in, in that order."""
-    out = {k: v for k, v in profile.items() if k not in ("overrides", "model_overrides")}
-    if model is not None:
-        out = deep_merge(out, profile.get("model_overrides", {}).get(model, {}))
-    over = dict(profile.get("overrides", {}).get(impl, {}))
-    models = over.pop("models", {})
-    out = deep_merge(out, over)
-    if model is not None and model in models:
-        out = deep_merge(out, models[model])
-    return out
-
-
-def profile_parts(profile: dict[str, Any]) -> list[str]:
-    """The case parts a profile runs, in the fixed order (``parts`` key; default all three)."""
-    wanted = profile.get("parts", list(PARTS))
-    bad = [p for p in wanted if p not in PARTS]
-    if bad:
-        raise RunError(f"profile {profile.get('name')!r}: unknown parts {bad} (known: {', '.join(PARTS)})")
-    return [p for p in PARTS if p in wanted]
 
 
 # ---------------------------------------------------------------------- cases
@@ -614,8 +557,6 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
 
 
 def _mark(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:
-    from bench.worker import mark_done
-
     mark_done(run_dir, impl, model, dtype, part, status)
 
 

@@ -27,11 +27,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.profile import PARTS, effective_profile
 from bench.threads import apply_threads, configured_threads
 
 MARK = "@@nnbench "
 CASES_FILE = "cases.jsonl"
-PARTS = ("agreement", "speed", "accuracy")
 PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
 
 
@@ -66,7 +66,6 @@ class Case:
 
     def __init__(self, run_dir: Path, impl: str, model: str, dtype: str, validated: bool | None):
         import implementations
-        from bench.run import effective_profile
         from bench.spec import ModelSpec
 
         self.run_dir, self.impl, self.model_name, self.dtype = run_dir, impl, model, dtype

@@ -14,8 +14,9 @@ import os
 REQUIRES: tuple[str, ...] = ("gpu",)
 
 
-class CupyUnavailable(NotImplementedError):
-    """``build`` on a machine where ``available()`` is false; the message says why."""
+class CupyUnavailable(RuntimeError):
+    """``build`` on a machine where ``available()`` is false; the message says why. Not a
+    ``NotImplementedError``: the backend is implemented, the device is missing."""
 
 
 def _cuda_error_reason(cupy, e: Exception) -> str:

@@ -23,6 +23,7 @@ def build(spec, params, dtype: str = "float32"):
 
 
 def settings() -> dict:
+    from .model import DEFAULT_TRAIN_STEP
     from .setup import tf_settings
 
-    return tf_settings()
+    return {**tf_settings(), "train_step": DEFAULT_TRAIN_STEP}

@@ -54,8 +54,6 @@ def onednn_enabled() -> bool | None:
 
 def tf_settings() -> dict:
     tf, keras = keras_tf()
-    from .model import DEFAULT_TRAIN_STEP
-
     return {
         "library": f"keras {keras.__version__} / tensorflow {tf.__version__}",
         "backend": keras.backend.backend(),
@@ -69,5 +67,4 @@ def tf_settings() -> dict:
         "tf32": tf.config.experimental.tensor_float_32_execution_enabled(),
         "layout": "NHWC (channels-last); dense-after-flatten rows permuted NCHW<->NHWC",
         "cross_entropy": "CategoricalCrossentropy on softmax output, computed from logits by Keras",
-        "train_step": DEFAULT_TRAIN_STEP,
     }

@@ -2,7 +2,7 @@
 the batch (im2col, col2im, pooling) or over elements, float32 and float64.
 
 Convolutions are im2col (Numba) + GEMM (NumPy's BLAS). Against direct Numba loops
-(``kernels.conv_direct_forward``; ``python -m bench.microbench_issue3 conv``), single
+(``kernels.conv_direct_forward``; ``python -m bench.microbench conv``), single
 threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
 of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
 oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.

@@ -25,12 +25,12 @@ def _child(payload: dict) -> dict:
     from bench.params import init_params
     from bench.spec import ModelSpec
     from implementations.base import one_hot
-    from implementations.numba import build
+    from implementations.numba.model import NumbaModel
 
     spec = ModelSpec.from_dict(payload["spec"])
     rng = np.random.default_rng(0)
     n = payload["batch"]
-    m = build(spec, init_params(spec, 0), payload["dtype"])
+    m = NumbaModel(spec, init_params(spec, 0), payload["dtype"])
     x = m.to_device(rng.random((n, *spec.input_shape)))
     y = m.to_device(one_hot(rng.integers(0, spec.num_classes, n), spec.num_classes))
     t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Agreement with the NumPy float64 reference on every preset (float64 1e-9 relative, float32
 1e-5 forward / 1e-4 gradients), the CUDA kernels against their NumPy twins on the device,
 a training step that never synchronizes with the host, and a smoke test of the speed comparison with
-PyTorch on CUDA (goals of issue 5: mlp >= 0.8x, cnn >= 0.5x).
+PyTorch on CUDA (goals: mlp >= 0.8x, cnn >= 0.5x).
 """
 
 from __future__ import annotations

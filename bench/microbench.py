@@ -1,9 +1,9 @@
-"""Measurements for issue 3 (pure_python and numba), each ratio taken in one process.
+"""Microbenchmarks of the pure_python and numba backends, each ratio taken in one process.
 
-    python -m bench.microbench_issue3 pure_python   # MLP step MAC rate vs plain dot rate
-    python -m bench.microbench_issue3 numba         # numba vs numpy train_step, batch 50
-    python -m bench.microbench_issue3 conv          # numba conv: direct loops vs im2col+GEMM
-    python -m bench.microbench_issue3 compile       # numba cold / warm-cache / steady
+    python -m bench.microbench pure_python   # MLP step MAC rate vs plain dot rate
+    python -m bench.microbench numba         # numba vs numpy train_step, batch 50
+    python -m bench.microbench conv          # numba conv: direct loops vs im2col+GEMM
+    python -m bench.microbench compile       # numba cold / warm-cache / steady
 
 Timings are medians of repeated calls after a warm-up; compilation is never inside them.
 """
