@@ -142,9 +142,3 @@ class Timer:
     def save_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.as_json(), f, indent=2, default=str)
-
-
-def time_once(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
