@@ -1,11 +1,16 @@
 """Timing through pytest-benchmark's machinery, outside a pytest session.
 
-``Timer.measure(name, fn)`` runs ``fn`` in a ``pytest_benchmark.fixture.BenchmarkFixture`` in
-pedantic mode: ``warmup_rounds`` untimed rounds, then ``rounds`` timed rounds of ``iterations``
-calls each (pytest-benchmark divides a round's time by its iterations). We choose iterations and
-rounds ourselves from one probe call, so that a slow backend (pure Python: seconds per call) is not
+``Timer.measure(name, fn)`` first calls ``fn`` ``warmup_rounds`` times untimed (at least once: the
+first call at a new batch size can retrace or recompile: ``tf.function``, ``torch.compile``, a
+Numba kernel's first parallel launch), then calibrates from the fastest of a few timed probe
+calls (``probe_calls``, stopping early once ``round_min_s`` has passed), then runs ``fn`` in a
+``pytest_benchmark.fixture.BenchmarkFixture`` in pedantic mode: ``rounds`` timed rounds of
+``iterations`` calls each (pytest-benchmark divides a round's time by its iterations). We choose
+iterations and rounds ourselves, so that a slow backend (pure Python: seconds per call) is not
 called dozens of times by the fixture's own calibration: iterations make one round last at least
-``round_min_s``; rounds fill ``target_s`` within ``[min_rounds, max_rounds]``.
+``round_min_s``; rounds fill ``target_s`` within ``[min_rounds, max_rounds]``. Because the
+calibration follows the warm-up, a slow first call can no longer shrink a case to a handful of
+rounds: every case ends with at least ``min_rounds``.
 
 ``Timer.save_json(path)`` writes the same JSON file ``pytest --benchmark-json`` writes
 (machine_info, commit_info, benchmarks with per-round ``data``).
@@ -31,6 +36,7 @@ class TimingConfig:
     max_rounds: int = 200
     round_min_s: float = 0.002
     target_s: float = 1.0
+    probe_calls: int = 3
 
     @classmethod
     def from_profile(cls, speed: dict[str, Any]) -> TimingConfig:
@@ -52,7 +58,8 @@ class Measurement:
     rounds: int
     iterations: int
     samples_s: list[float]  # per-round time per call (round time / iterations)
-    probe_s: float
+    probe_s: float  # the calibration probe: fastest of the probe calls, after the warm-up
+    warmup_calls: int = 0  # untimed calls before the probe
 
     @property
     def median_s(self) -> float:
@@ -90,13 +97,14 @@ class Timer:
         self.benchmarks: list[Any] = []
 
     def measure(self, name: str, fn: Callable[[], Any], extra_info: dict[str, Any] | None = None) -> Measurement:
-        """Probe once (untimed by the fixture), then warm-up and timed rounds of ``fn``."""
+        """Untimed warm-up calls, a calibration probe, then the timed rounds of ``fn``."""
         from pytest_benchmark.fixture import BenchmarkFixture
         from pytest_benchmark.utils import NameWrapper
 
-        t0 = time.perf_counter()
-        fn()
-        probe_s = time.perf_counter() - t0
+        warmup_calls = max(1, self.config.warmup_rounds)
+        for _ in range(warmup_calls):
+            fn()
+        probe_s = self.probe(fn)
         iterations, rounds = self.config.plan(probe_s)
         node = SimpleNamespace(name=name, nodeid=f"nnbench::{name}")
         fixture = BenchmarkFixture(
@@ -121,9 +129,22 @@ class Timer:
             group=self.group,
         )
         fixture.extra_info.update(extra_info or {})
-        fixture.pedantic(fn, rounds=rounds, warmup_rounds=self.config.warmup_rounds, iterations=iterations)
+        fixture.pedantic(fn, rounds=rounds, warmup_rounds=0, iterations=iterations)  # warmed up above
         data = list(fixture.stats.stats.data)
-        return Measurement(name, rounds, iterations, data, probe_s)
+        return Measurement(name, rounds, iterations, data, probe_s, warmup_calls)
+
+    def probe(self, fn: Callable[[], Any]) -> float:
+        """Fastest of up to ``probe_calls`` timed calls; stops once ``round_min_s`` has passed
+        (a slow backend is not called more than needed to size its rounds)."""
+        best, spent = math.inf, 0.0
+        for _ in range(max(1, self.config.probe_calls)):
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            best, spent = min(best, dt), spent + dt
+            if spent >= self.config.round_min_s:
+                break
+        return best
 
     def as_json(self) -> dict[str, Any]:
         """The ``--benchmark-json`` document."""

@@ -235,7 +235,7 @@ class Case:
         flops = sum(fl[k] for k in PHASE_FLOPS.get(phase, ("train_step",)))
         return self.record(
             "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,
-            warmup_rounds=int(self.profile["speed"].get("warmup_rounds", 0)), median_s=m.median_s, iqr_s=m.iqr_s,
+            warmup_rounds=m.warmup_calls, median_s=m.median_s, iqr_s=m.iqr_s,
             mean_s=m.mean_s, min_s=m.min_s, samples_s=m.samples_s, samples_per_s=b / m.median_s,
             gflops=flops / m.median_s / 1e9, validated=self.validated,
         )  # fmt: skip

@@ -376,8 +376,29 @@ def test_timing_plan_and_json():
     calls = []
     m = Timer(cfg).measure("noop", lambda: calls.append(1))
     assert m.rounds == len(m.samples_s) and m.iqr_s >= 0 and m.median_s < 1e-3
-    # probe + warm-up + timed rounds (+ pytest-benchmark's one untimed call for the result when looping)
-    assert len(calls) == 1 + (m.rounds + cfg.warmup_rounds) * m.iterations + (m.iterations > 1)
+    # warm-up + probes (3: a no-op never fills round_min_s) + timed rounds
+    # (+ pytest-benchmark's one untimed call for the result when looping)
+    assert m.warmup_calls == cfg.warmup_rounds
+    assert len(calls) == cfg.warmup_rounds + cfg.probe_calls + m.rounds * m.iterations + (m.iterations > 1)
+
+
+def test_calibration_follows_the_warm_up():
+    """A first call that retraces (100x slower) must not size the rounds: the case still gets
+    many rounds. Negative control: calibrating from that first call gives only min_rounds."""
+    import time
+
+    from bench.timing import Timer, TimingConfig
+
+    cfg = TimingConfig(warmup_rounds=1, min_rounds=3, max_rounds=40, round_min_s=0.002, target_s=0.1)
+    state = {"n": 0}
+
+    def fn():
+        state["n"] += 1
+        time.sleep(0.2 if state["n"] == 1 else 0.002)
+
+    m = Timer(cfg).measure("retrace", fn)
+    assert m.rounds >= 20 and m.probe_s < 0.05 and max(m.samples_s) < 0.1
+    assert cfg.plan(0.2)[1] == cfg.min_rounds  # what the first call alone would have planned
 
 
 def test_fit_input():
