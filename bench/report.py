@@ -151,15 +151,17 @@ def derive_speed(speed: pd.DataFrame, peak: pd.DataFrame | None) -> pd.DataFrame
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(_median_of(df, ref) / df["median_s"])
     peak_gflops = _peak_gflops(peak)
     if peak_gflops:
-        df["frac_peak"] = df["frac_peak"].fillna(df["gflops"] / peak_gflops)
+        df["frac_peak"] = df["frac_peak"].fillna(df["gflops"] / df["dtype"].map(peak_gflops))
     return df
 
 
-def _peak_gflops(peak: pd.DataFrame | None) -> float | None:
+def _peak_gflops(peak: pd.DataFrame | None) -> dict[str, float]:
+    """Best peak GFLOP/s per dtype (a run before per-dtype peaks has float32 only)."""
     if peak is None or peak.empty:
-        return None
-    g = pd.to_numeric(peak["gflops"], errors="coerce").dropna()
-    return float(g.max()) if len(g) else None
+        return {}
+    g = peak.assign(gflops=pd.to_numeric(peak["gflops"], errors="coerce")).dropna(subset=["gflops"])
+    dt = g["dtype"].fillna("float32") if "dtype" in g else pd.Series("float32", index=g.index)
+    return {str(k): float(v) for k, v in g.groupby(dt)["gflops"].max().items()}
 
 
 def run_meta(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:

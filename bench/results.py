@@ -67,8 +67,10 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "test_samples",
         "batch_size",  # training batch size (run helper)
     ),
-    # this machine's measured peak (a large float32 GEMM timed in the same run)
-    "peak": ("gemm_n", "gflops", "median_s", "samples_s"),  # samples_s: raw per-round times (gate)
+    # this machine's measured peak: a large GEMM in each of the run's dtypes, timed in the same
+    # run before ("when": "before") and after ("after") the cases; gflops from the best round,
+    # gflops_median from the median; samples_s: raw per-round times (gate)
+    "peak": ("gemm_n", "gflops", "median_s", "samples_s", "when", "gflops_median"),
     # a case that did not produce figures; status: skipped | crash | timeout | oom | not_implemented | disagrees
     "error": ("phase", "status", "error"),
 }

@@ -9,7 +9,7 @@ A run lives in ``<out>/<run_id>/``: ``run.json`` (config, profile, specs, enviro
 ``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each worker's stderr).
 
 Order: availability of every implementation (one worker process), the machine's peak (a
-float32 GEMM, one worker), then for each available implementation, model and dtype one worker
+GEMM per dtype, one worker), then for each available implementation, model and dtype one worker
 process (``bench.worker case``) running settings, agreement, speed and accuracy. A worker that
 crashes, hangs past its timeout or is killed (OOM) is recorded as ``error`` records for the
 parts it did not finish, and the run goes on. A case is ``(impl, model, dtype, part)``;
@@ -130,10 +130,11 @@ def validated_flag(records: list[dict[str, Any]], impl: str, model: str, dtype: 
 # ---------------------------------------------------------------------- derived columns
 def fill_derived(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Speedups as per-sample throughput ratios (samples/s over the reference's, same model,
-    dtype, phase and run) and the fraction of the run's measured peak (GFLOP/s over the peak
-    GEMM's GFLOP/s). Against numpy the batch size is the same. Pure Python is timed at small
-    batches only (its per-sample cost does not depend on the batch), so when it lacks the
-    batch size its best throughput for that phase is the reference."""
+    dtype, phase and run) and the fraction of the run's measured peak in the case's dtype
+    (GFLOP/s over the best peak GEMM's GFLOP/s; float64 cases against the float64 GEMM).
+    Against numpy the batch size is the same. Pure Python is timed at small batches only (its
+    per-sample cost does not depend on the batch), so when it lacks the batch size its best
+    throughput for that phase is the reference."""
     rate: dict[tuple[Any, ...], float] = {}
     best: dict[tuple[Any, ...], float] = {}
     for r in records:
@@ -142,8 +143,7 @@ def fill_derived(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rate[(r["impl"], r["model"], r["dtype"], r["phase"], r["batch_size"])] = sps
             k = (r["impl"], r["model"], r["dtype"], r["phase"])
             best[k] = max(best.get(k, 0.0), sps)
-    peaks = [r["gflops"] for r in records if r.get("kind") == "peak" and r.get("gflops")]
-    peak = max(peaks) if peaks else None
+    peak = peak_by_dtype(records)
     for r in records:
         if r.get("kind") != "speed" or not r.get("median_s"):
             continue
@@ -153,8 +153,29 @@ def fill_derived(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         r["speedup_vs_numpy"] = sps / numpy_rate if numpy_rate else None
         pp_rate = rate.get(("pure_python", *key, r["batch_size"])) or best.get(("pure_python", *key))
         r["speedup_vs_pure_python"] = sps / pp_rate if pp_rate else None
-        r["frac_peak"] = r["gflops"] / peak if peak and r.get("gflops") is not None else None
+        p = peak.get(r["dtype"])
+        r["frac_peak"] = r["gflops"] / p if p and r.get("gflops") is not None else None
     return records
+
+
+def peak_by_dtype(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The run's GEMM peak per dtype: the best of its peak measurements (before and after)."""
+    out: dict[str, float] = {}
+    for r in records:
+        if r.get("kind") == "peak" and r.get("gflops"):
+            d = r.get("dtype") or "float32"
+            out[d] = max(out.get(d, 0.0), float(r["gflops"]))
+    return out
+
+
+def peak_drift(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per dtype, max/min of the peak measured before and after the cases (1.0: steady).
+    A drift above ``PEAK_DRIFT_LIMIT`` means the machine changed speed during the run."""
+    seen: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("kind") == "peak" and r.get("gflops"):
+            seen.setdefault(r.get("dtype") or "float32", []).append(float(r["gflops"]))
+    return {d: max(v) / min(v) for d, v in seen.items() if len(v) > 1}
 
 
 # ---------------------------------------------------------------------- workers
@@ -541,19 +562,27 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
         for dtype in run["dtypes"]
     ]
     todo = [c for c in cases if any((*c, p) not in done for p in profile_parts(effective_profile(profile, c[0], c[1])))]
-    need_peak = ("numpy", None, "float32", "peak") not in done
-    progress = Progress(len(todo) + int(need_peak))
-    if need_peak:
-        res = run_worker(["peak", "--run-dir", str(run_dir)], run_dir, "peak", 600.0, "peak", progress)
-        if res.returncode != 0 or res.timed_out:
-            status, text = failure(res, 600.0)
-            append_records(run_dir, [make_record("error", run_id=rid, impl="numpy", model=None, dtype="float32",
-                                                 phase="peak", status=status, error=text)])  # fmt: skip
-            _mark(run_dir, "numpy", None, "float32", "peak", status)
-        progress.finish(res.elapsed_s)
-
+    need_peak = [w for w in ("before", "after") if ("numpy", None, None, f"peak-{w}") not in done]
+    progress = Progress(len(todo) + len(need_peak))
+    if "before" in need_peak:
+        measure_peak(run_dir, rid, "before", progress)
     for impl, model, dtype in todo:
         run_case(run_dir, run, impl, model, dtype, progress, timeout_override)
+    if "after" in need_peak:
+        measure_peak(run_dir, rid, "after", progress)
+
+
+def measure_peak(run_dir: Path, rid: str, when: str, progress: Progress) -> None:
+    """The GEMM peak in its own worker, before or after the cases (``peak_drift`` compares them)."""
+    from bench.results import append_records, make_record
+
+    res = run_worker(["peak", "--run-dir", str(run_dir), "--when", when], run_dir, "peak", 600.0, "peak", progress)
+    if res.returncode != 0 or res.timed_out:
+        status, text = failure(res, 600.0)
+        append_records(run_dir, [make_record("error", run_id=rid, impl="numpy", model=None, dtype=None,
+                                             phase="peak", status=status, error=text)])  # fmt: skip
+        _mark(run_dir, "numpy", None, None, f"peak-{when}", status)
+    progress.finish(res.elapsed_s)
 
 
 def _mark(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:

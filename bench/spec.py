@@ -179,24 +179,31 @@ class ModelSpec:
     def flops(self, batch: int = 1) -> dict[str, int]:
         """FLOP count (multiply and add counted apart) for one batch.
 
-        ``forward`` counts the GEMM/conv multiply-adds (2 FLOPs each) plus one FLOP per
-        element for bias, activation and pooling comparisons. ``backward`` counts twice the
-        GEMM/conv work (data and weight gradients) plus the elementwise terms; ``update`` one
-        multiply-add per parameter. ``train_step`` is their sum.
+        What each phase performs, not a nominal 3x: ``forward`` counts the GEMM/conv
+        multiply-adds (2 FLOPs each) plus one FLOP per element for bias, activation and pooling
+        comparisons. ``backward`` counts the weight gradient of every dense/conv layer (its
+        forward GEMM work again) and the input gradient of every such layer but the first (the
+        network's input needs no gradient, and no backend computes it), plus twice the
+        elementwise terms; ``update`` one multiply-add per parameter (plain SGD).
+        ``train_step`` is their sum.
         """
-        fwd_mm = fwd_elem = 0
+        fwd_mm = fwd_elem = first_mm = 0
         for layer, inp, out in zip(self.layers, self.input_shapes(), self.shapes(), strict=True):
             n_out = _prod(out)
+            mm = 0
             if layer.type == "dense":
-                fwd_mm += 2 * inp[0] * layer.units
+                mm = 2 * inp[0] * layer.units
                 fwd_elem += layer.units
             elif layer.type == "conv2d":
-                fwd_mm += 2 * n_out * inp[0] * layer.kernel * layer.kernel
+                mm = 2 * n_out * inp[0] * layer.kernel * layer.kernel
                 fwd_elem += n_out
             elif layer.type in ACTIVATIONS or layer.type == "maxpool2d":
                 fwd_elem += _prod(inp)
+            if mm and not fwd_mm:
+                first_mm = mm  # the first parameter layer: no input gradient
+            fwd_mm += mm
         fwd = batch * (fwd_mm + fwd_elem)
-        bwd = batch * (2 * fwd_mm + 2 * fwd_elem)
+        bwd = batch * (2 * fwd_mm - first_mm + 2 * fwd_elem)
         upd = 2 * self.num_params()
         return {"forward": fwd, "backward": bwd, "update": upd, "train_step": fwd + bwd + upd}
 

@@ -112,3 +112,22 @@ def test_flops_scale_with_batch():
     assert f1["forward"] >= 2 * (784 * 800 + 800 * 800 + 800 * 10)
     assert f50["forward"] == 50 * f1["forward"]
     assert f50["train_step"] == f50["forward"] + f50["backward"] + f50["update"]
+
+
+def test_flops_match_a_hand_count():
+    """Per sample, counted by hand from the layer tables of the two course presets."""
+    mlp = preset("mlp").flops(1)
+    mm = 2 * 784 * 800 + 2 * 800 * 800 + 2 * 800 * 10  # three dense layers
+    elem = (800 + 800) + (800 + 800) + (10 + 10)  # bias + sigmoid, bias + sigmoid, bias + softmax
+    assert mlp["forward"] == mm + elem == 2_553_620
+    # weight grads of all three, input grads of the last two (none for the first), elementwise x2
+    assert mlp["backward"] == (mm) + (2 * 800 * 800 + 2 * 800 * 10) + 2 * elem == 3_852_840
+    assert mlp["update"] == 2 * (784 * 800 + 800 + 800 * 800 + 800 + 800 * 10 + 10)
+    cnn = preset("cnn").flops(1)
+    conv = [2 * 32 * 28 * 28 * 1 * 9, 2 * 64 * 14 * 14 * 32 * 9, 2 * 128 * 7 * 7 * 64 * 9]
+    dense = [2 * 1152 * 200, 2 * 200 * 10]
+    # each conv: bias + relu on its output, 2x2 pool comparisons over the same elements
+    elem = 3 * (32 * 28 * 28) + 3 * (64 * 14 * 14) + 3 * (128 * 7 * 7) + (200 + 200) + (10 + 10)
+    assert cnn["forward"] == sum(conv) + sum(dense) + elem == 15_499_204
+    assert cnn["backward"] == 2 * (sum(conv) + sum(dense)) - conv[0] + 2 * elem == 30_546_824
+    assert preset("cnn").flops(50)["train_step"] == 50 * (15_499_204 + 30_546_824) + cnn["update"]
