@@ -26,7 +26,9 @@ Gate rules (FAIL means exit 1):
    accuracy, ``n`` the test-set size (``test_samples``; 10000, the MNIST test set, when
    not recorded), ``k = 4`` (sigmas of the difference of two binomial estimates) and
    ``floor = 0.005``. A NaN current accuracy (diverged) fails. Different training
-   budgets (train_samples or steps) are reported as not comparable (warning).
+   budgets (train_samples or steps) are reported as not comparable (warning). A baseline
+   whose band reaches down to what a model at chance scores (``1/classes`` plus ``k``
+   binomial sigmas) is "not gated: baseline at chance": that row could not fail.
 4. Speed, robust to another machine and noisy neighbours: absolute times are never
    compared. For each case (impl, model, dtype, phase, batch_size) present in both runs
    the in-run ratio ``r = median(t_impl) / median(t_ref)`` is formed, with ``t_ref`` the
@@ -50,6 +52,9 @@ Gate rules (FAIL means exit 1):
      ``model == phase == "ALL"``), with the CI of the same replicates' geometric means,
      has ``CI_low`` above the same threshold.
    - ``CI_high < 1/threshold`` is reported as faster (a note: refresh the baseline).
+   - A row whose interval contains the threshold (``CI_low <= thr < CI_high``) cannot be
+     decided: it says "inconclusive" (too noisy), never "ok", does not fail, and the final
+     line counts such rows and asks for a repeat.
    Without raw samples a set is its median alone (no spread). A case with no in-run
    reference, or measured in only one run, is a note.
 5. Confirmation (``python -m bench run --gate BASELINE``, what CI runs): on this machine
@@ -59,6 +64,10 @@ Gate rules (FAIL means exit 1):
    implementations (and NumPy, their reference) in fresh worker processes and gates on that
    confirmation run: a regression fails only when it reproduces. Agreement, accuracy and
    crash failures are never re-measured.
+6. A gate that compared nothing (no speed case and no accuracy row judged in both runs:
+   the baseline's implementations or models were not run) FAILS: it cannot PASS.
+7. Required backends (``NNBENCH_REQUIRE``, comma-separated; tox sets it): one unavailable
+   in CURRENT FAILS, where an optional one only warns (rule 2).
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ from bench.report import RunDirError, load_run, read_run_meta, resolve_run_dir
 from bench.results import SchemaError
 
 FAIL, WARN, OK, NOTE = "FAIL", "WARN", "ok", "note"
+INCONCLUSIVE = "inconclusive"  # the interval straddles the threshold: neither ok nor FAIL; re-measure
 CRASH_STATUSES = ("crash", "timeout", "oom", "not_implemented")
 SPEED_CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 REFERENCE = "numpy"
@@ -93,6 +103,7 @@ class GateConfig:
     acc_sigmas: float = 4.0
     acc_floor: float = 0.005
     default_test_samples: int = 10000
+    classes: int = 10  # MNIST: accuracy at chance is 1 / classes
 
 
 class BadInput(ValueError):
@@ -167,10 +178,15 @@ def _ci(reps: np.ndarray, cfg: GateConfig) -> tuple[float, float]:
 
 
 def _verdict(lo: float, hi: float, thr: float, ref: str) -> tuple[str, str]:
+    """FAIL: the whole interval is above the threshold; ok: the whole interval is at or below
+    it (a slowdown beyond the threshold is ruled out); otherwise the data cannot decide, and
+    the row says so rather than "ok"."""
     if lo > thr:
         return FAIL, f"slower relative to {ref}: CI low {lo:.3f} > {thr}"
     if hi < 1.0 / thr:
         return NOTE, "faster beyond noise; consider refreshing the baseline"
+    if hi > thr:
+        return INCONCLUSIVE, f"too noisy to decide: CI [{lo:.3f}, {hi:.3f}] contains {thr}; re-measure"
     return OK, ""
 
 
@@ -286,18 +302,31 @@ def _impls(frames: dict[str, pd.DataFrame]) -> set[str]:
     return {str(i) for df in frames.values() for i in df["impl"].dropna().unique()}
 
 
-def check_status(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Availability and crash rules (2. in the module docstring)."""
+def required_impls() -> list[str]:
+    """Backends this environment must run (``NNBENCH_REQUIRE``, as the tests read it)."""
+    import os
+
+    return [n.strip() for n in os.environ.get("NNBENCH_REQUIRE", "").split(",") if n.strip()]
+
+
+def check_status(
+    base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], required: list[str] | None = None
+) -> pd.DataFrame:
+    """Availability and crash rules (2. and 7. in the module docstring)."""
     rows = []
     ab, ac = _availability(base), _availability(cur)
     ib, ic = _impls(base), _impls(cur)
+    for impl in required or ():
+        if impl in ac and not ac[impl][0]:
+            rows.append({"impl": impl, "verdict": FAIL, "detail": f"required (NNBENCH_REQUIRE) but unavailable: "
+                         f"{ac[impl][1]}"})  # fmt: skip
     for impl in sorted(ib | ic):
         b_ok = ab.get(impl, (impl in ib, ""))[0]
         if impl not in ic:
             rows.append({"impl": impl, "verdict": NOTE, "detail": "in baseline, not run in current"})
         elif impl not in ib:
             rows.append({"impl": impl, "verdict": NOTE, "detail": "new in current (no baseline)"})
-        elif b_ok and impl in ac and not ac[impl][0]:
+        elif b_ok and impl in ac and not ac[impl][0] and impl not in (required or ()):
             rows.append({"impl": impl, "verdict": WARN, "detail": f"available in baseline, skipped now: {ac[impl][1]}"})
     keys = ["impl", "model", "phase", "status"]
     eb = _last(base.get("error"), keys)
@@ -350,7 +379,12 @@ def check_accuracy(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], 
         row: dict[str, Any] = dict(zip(keys, key, strict=True)) | {"epoch": int(at["epoch"].iloc[0])}
         row |= {"seeds": len(at), "n_test": int(n), "base_acc": p, "cur_acc": q, "tol": tol, "band_low": p - tol}
         budget = [x for x in ("train_samples", "steps") if (at[f"{x}_b"].fillna(-1) != at[f"{x}_c"].fillna(-1)).any()]
-        if math.isnan(q) or q < p - tol:
+        chance = 1.0 / cfg.classes
+        chance_high = chance + cfg.acc_sigmas * math.sqrt(chance * (1.0 - chance) / float(n))
+        if p - tol <= chance_high:
+            row |= {"verdict": NOTE, "detail": f"not gated: baseline at chance (band low {p - tol:.3f} <= "
+                    f"{chance_high:.3f}, what a model at chance scores; a collapse could not fail it)"}  # fmt: skip
+        elif math.isnan(q) or q < p - tol:
             row |= {
                 "verdict": FAIL,
                 "detail": "diverged (NaN)" if math.isnan(q) else f"below band by {p - tol - q:.4f}",
@@ -372,15 +406,27 @@ def compare_frames(
 ) -> dict[str, pd.DataFrame]:
     """All checks; each table has ``verdict`` (FAIL | WARN | ok | note) and ``detail``."""
     return {
-        "status": check_status(base, cur),
+        "status": check_status(base, cur, required_impls()),
         "agreement": check_agreement(cur),
         "accuracy": check_accuracy(base, cur, cfg),
         "speed": check_speed(base, cur, cfg),
     }
 
 
+def compared_nothing(tables: dict[str, pd.DataFrame]) -> bool:
+    """No speed case and no accuracy row was judged in both runs (the baseline's
+    implementations or models were not run): such a gate cannot PASS."""
+    judged = (OK, FAIL, WARN, INCONCLUSIVE)
+    return not any(len(tables.get(k, ())) and tables[k]["verdict"].isin(judged).any() for k in ("speed", "accuracy"))
+
+
 def failed(tables: dict[str, pd.DataFrame]) -> bool:
-    return any(len(t) and (t["verdict"] == FAIL).any() for t in tables.values())
+    return compared_nothing(tables) or any(len(t) and (t["verdict"] == FAIL).any() for t in tables.values())
+
+
+def inconclusive(tables: dict[str, pd.DataFrame]) -> int:
+    """How many rows could not be decided (too noisy): the run should be repeated."""
+    return sum(int((t["verdict"] == INCONCLUSIVE).sum()) for t in tables.values() if len(t))
 
 
 def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | None:
@@ -512,10 +558,19 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile.get("name", "?") if isinstance(profile, dict) else profile
         print(f"{label}: {path} (run {meta.get('run_id', '?')}, profile {profile})")
     _print_tables(tables, sys.stdout)
-    bad = failed(tables)
+    print("\n" + verdict_line(tables))
+    return 1 if failed(tables) else 0
+
+
+def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT") -> str:
+    """The one line that states the gate's verdict, with what it could not decide."""
     n_fail = sum(int((t["verdict"] == FAIL).sum()) for t in tables.values() if len(t))
-    print(f"\nRESULT: {'FAIL' if bad else 'PASS'} ({n_fail} failing row(s)); rules: see bench/compare.py docstring")
-    return 1 if bad else 0
+    n_inc = inconclusive(tables)
+    if compared_nothing(tables):
+        return f"{label}: FAIL (the gate compared nothing: no speed case or accuracy row in both runs)"
+    text = f"{label}: {'FAIL' if failed(tables) else 'PASS'} ({n_fail} failing row(s)"
+    text += f", {n_inc} inconclusive (too noisy): repeat the run to decide them" if n_inc else ""
+    return text + "); rules: see bench/compare.py docstring"
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ def test_case_without_numpy_falls_back_to_gemm():
     agg = slow[(slow["impl"] == "pure_python") & (slow["phase"] == "ALL")].iloc[0]
     assert agg["verdict"] == "FAIL" and agg["ci_low"] > 1.5
     # its single cases have 3 rounds: they warn, they do not fail alone
-    assert set(slow.loc[(slow["impl"] == "pure_python") & (slow["phase"] != "ALL"), "verdict"]) <= {"WARN", "ok"}
+    single = set(slow.loc[(slow["impl"] == "pure_python") & (slow["phase"] != "ALL"), "verdict"])
+    assert single <= {"WARN", "ok", "inconclusive"}
 
 
 def test_broken_agreement_fails(tmp_path, capsys):
@@ -421,3 +422,48 @@ def test_speed_only_failures_names_what_to_re_measure(tmp_path):
     assert compare.speed_only_failures(str(b), str(same)) == {}
     broken = synthetic_run(tmp_path / "broken", seed=4, broken=("numba",), slow={"torch": 2.0})
     assert compare.speed_only_failures(str(b), str(broken)) is None
+
+
+def test_wide_interval_is_inconclusive_never_ok():
+    """Seen: R=9.23, CI 0.85-13.0 printed "ok". An interval that contains the threshold
+    cannot decide; the positive controls: a narrow one below it is ok, one above fails."""
+    assert compare._verdict(0.85, 13.0, 1.5, "numpy")[0] == compare.INCONCLUSIVE
+    assert compare._verdict(0.9, 1.1, 1.5, "numpy")[0] == compare.OK
+    assert compare._verdict(1.6, 1.9, 1.5, "numpy")[0] == compare.FAIL
+    tables = {"speed": pd.DataFrame({"verdict": [compare.OK, compare.INCONCLUSIVE]})}
+    line = compare.verdict_line(tables)
+    assert line.startswith("RESULT: PASS") and "1 inconclusive" in line and not compare.failed(tables)
+
+
+def test_gate_that_compared_nothing_fails(tmp_path, capsys):
+    b = synthetic_run(tmp_path / "base", seed=1, impls=("numpy",))
+    c = synthetic_run(tmp_path / "cur", seed=2, impls=("torch",))
+    assert run_main(b, c) == 1
+    assert "compared nothing" in capsys.readouterr().out
+    # positive control: overlapping runs are compared and pass
+    assert run_main(b, synthetic_run(tmp_path / "same", seed=3, impls=("numpy",))) == 0
+
+
+def test_accuracy_at_chance_is_not_gated():
+    def frames(acc):
+        r = make_record("accuracy", impl="numpy", model="mlp", dtype="float32", seed=0, epoch=1, test_acc=acc,
+                        test_samples=1000, train_samples=1, steps=1)  # fmt: skip
+        return {"accuracy": pd.DataFrame([r])}
+
+    cfg = compare.GateConfig()
+    chance = compare.check_accuracy(frames(0.13), frames(0.10), cfg)
+    assert chance["verdict"].tolist() == ["note"] and "baseline at chance" in chance["detail"].iloc[0]
+    # positive control: a baseline clear of chance is gated, and a collapse to chance fails
+    gated = compare.check_accuracy(frames(0.60), frames(0.10), cfg)
+    assert gated["verdict"].tolist() == ["FAIL"]
+
+
+def test_required_backend_unavailable_fails(tmp_path, monkeypatch):
+    b = synthetic_run(tmp_path / "base", seed=1)
+    cur = light_frames(synthetic_records("cur", seed=2)[1])
+    av = cur["availability"]
+    cur["availability"] = av.assign(available=av["available"].where(av["impl"] != "torch", False))
+    base = compare._load("baseline", str(b))
+    assert not (compare.check_status(base, cur, [])["verdict"] == "FAIL").any()  # optional: a warning
+    rows = compare.check_status(base, cur, ["numpy", "torch"])
+    assert rows.loc[rows["verdict"] == "FAIL", "impl"].tolist() == ["torch"]
