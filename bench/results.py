@@ -46,6 +46,7 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "validated",
         "iterations",
         "warmup_rounds",
+        "process",  # which of the case's P worker processes (0-based) measured this row
     ),
     # JIT/graph compilation, apart from steady state; phase "build" is model construction
     "compile": ("phase", "cold_s", "warm_cache_s", "steady_s", "batch_size"),
