@@ -47,6 +47,7 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "iterations",
         "warmup_rounds",
         "process",  # which of the case's P worker processes (0-based) measured this row
+        "loadavg",  # 1-minute load average right after the timed rounds
     ),
     # JIT/graph compilation, apart from steady state; phase "build" is model construction
     "compile": ("phase", "cold_s", "warm_cache_s", "steady_s", "batch_size"),

@@ -35,6 +35,11 @@ CASES_FILE = "cases.jsonl"
 PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
 
 
+def speed_part(process: int) -> str:
+    """The ``cases.jsonl`` part name of one speed process: ``speed``, ``speed-p1``, ..."""
+    return "speed" if process == 0 else f"speed-p{process}"
+
+
 def emit(**event: Any) -> None:
     print(MARK + json.dumps(event, default=str), flush=True)
 
@@ -64,7 +69,9 @@ def error_status(exc: BaseException) -> str:
 class Case:
     """One (impl, model, dtype) in this process."""
 
-    def __init__(self, run_dir: Path, impl: str, model: str, dtype: str, validated: bool | None):
+    def __init__(
+        self, run_dir: Path, impl: str, model: str, dtype: str, validated: bool | None, process: int = 0
+    ) -> None:
         import implementations
         from bench.spec import ModelSpec
 
@@ -75,6 +82,7 @@ class Case:
         self.spec = ModelSpec.from_dict(self.run["specs"][model])
         self.profile = effective_profile(self.run["profile"], impl, model)
         self.validated = validated
+        self.process = process  # which of the case's speed processes this is (0: the full case)
         self.model: Any = None  # built by the cold probe, reused for the timed rounds
         self.cold: dict[str, float] = {}
 
@@ -106,7 +114,8 @@ class Case:
             for r in records:
                 r["model"] = None
         self.write(records)
-        mark_done(self.run_dir, self.impl, None if part == "settings" else self.model_name, self.dtype, part, status)
+        key = speed_part(self.process) if part == "speed" else part
+        mark_done(self.run_dir, self.impl, None if part == "settings" else self.model_name, self.dtype, key, status)
         emit(part=part, done=status)
 
     # ------------------------------------------------------------------ settings
@@ -217,7 +226,7 @@ class Case:
             out = self.run_dir / "benchmarks"
             out.mkdir(exist_ok=True)
             timer.save_json(str(out / f"{self.impl}-{self.model_name}-{self.dtype}.json"))
-        for phase, cold in self.cold.items():
+        for phase, cold in self.cold.items() if self.process == 0 else ():  # cold only in the first
             rows.append(
                 self.record(
                     "compile",
@@ -231,13 +240,16 @@ class Case:
         return rows
 
     def speed_row(self, phase: str, b: int, m: Any) -> dict[str, Any]:
+        import os
+
+        load = os.getloadavg()[0]  # 1-minute load average, sampled right after the timed rounds
         fl = self.spec.flops(b)
         flops = sum(fl[k] for k in PHASE_FLOPS.get(phase, ("train_step",)))
         return self.record(
             "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,
             warmup_rounds=m.warmup_calls, median_s=m.median_s, iqr_s=m.iqr_s,
             mean_s=m.mean_s, min_s=m.min_s, samples_s=m.samples_s, samples_per_s=b / m.median_s,
-            gflops=flops / m.median_s / 1e9, validated=self.validated,
+            gflops=flops / m.median_s / 1e9, validated=self.validated, process=self.process, loadavg=load,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ accuracy
@@ -333,7 +345,7 @@ def peak_record(run_dir: Path, run: dict[str, Any], dtype: str, n: int, rounds: 
 
 def cmd_case(args: argparse.Namespace) -> int:
     validated = {"true": True, "false": False, "none": None}[args.validated]
-    case = Case(Path(args.run_dir), args.impl, args.model, args.dtype, validated)
+    case = Case(Path(args.run_dir), args.impl, args.model, args.dtype, validated, args.process)
     parts = [p for p in args.parts.split(",") if p]
     if "settings" in parts:
         case.run_part("settings")
@@ -374,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--dtype", required=True)
     c.add_argument("--parts", default="agreement,speed,accuracy")
     c.add_argument("--validated", choices=("true", "false", "none"), default="none")
+    c.add_argument("--process", type=int, default=0, help="speed process index (>0: speed only, re-measured)")
     w = sub.add_parser("warmprobe")
     for name in ("--run-dir", "--impl", "--model", "--dtype"):
         w.add_argument(name, required=True)

@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import implementations
@@ -194,6 +195,34 @@ def test_failures_recorded_and_the_others_carry_on(tmp_path, fakes, capsys):
     err_out = capsys.readouterr().err
     assert "numpy tiny-mlp float32 | speed train_step b=4 |" in err_out and "est. left" in err_out
     assert "fake_hang tiny-mlp float32: TIMEOUT" in err_out
+
+
+def test_speed_cases_run_in_several_processes(tmp_path, fakes):
+    """``speed.processes = 3``: each speed case is measured in 3 fresh workers, process-major
+    (every case's 2nd before any 3rd); compile records only from the first; the case's
+    speedup uses the median of process medians; stability rows come out per case."""
+    from bench.stability import case_table
+
+    prof = write_profile(tmp_path)
+    prof.write_text(prof.read_text().replace("[speed]\n", "[speed]\nprocesses = 3\n"))
+    assert run_main("--profile", str(prof), "--impls", "numpy,pure_python", "--out", str(tmp_path / "out")) == 0
+    run_dir = (tmp_path / "out" / "latest").resolve()
+    recs = read_records(run_dir)
+    check_schema(recs)
+    speed = [r for r in recs if r["kind"] == "speed"]
+    for impl in ("numpy", "pure_python"):
+        procs = sorted(r["process"] for r in speed if r["impl"] == impl and r["phase"] == "train_step")
+        assert procs == [0, 1, 2], (impl, procs)
+        assert all(r["loadavg"] >= 0 for r in speed if r["impl"] == impl)
+    assert len([r for r in recs if r["kind"] == "compile" and r["impl"] == "numpy"]) == 4  # build + 3 phases, once
+    parts = [json.loads(line)["part"] for line in (run_dir / "cases.jsonl").read_text().splitlines()]
+    assert parts.index("speed-p1") < parts.index("speed-p2") and parts.count("speed-p1") == 2
+    assert all(r["speedup_vs_numpy"] == pytest.approx(1.0) for r in speed if r["impl"] == "numpy")
+    cases = case_table(pd.DataFrame(speed), cores=2, processes=3)
+    assert len(cases) == 6 and set(cases["processes"]) == {3}
+    # resuming a finished run measures nothing again
+    assert brun.main(["--resume", str(run_dir), "--no-report", "--threads", "1"]) == 0
+    assert len([r for r in read_records(run_dir) if r["kind"] == "speed"]) == len(speed)
 
 
 def test_interrupted_run_kills_its_worker_and_resumes(tmp_path, fakes):
