@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.headline import headline_markdown, headline_tables, stability_lines, usable_cores
 from bench.results import COMMON, KIND_COLUMNS, RESULTS_FILE, RUN_FILE, SchemaError, check_version, read_records
+from bench.stability import case_table
 
 ENV_PREFIX = "env."
 REFERENCE_IMPLS = ("numpy", "pure_python")
@@ -234,10 +236,12 @@ def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     df = frames.get("speed")
     if df is None or df.empty:
         return None
-    t = df.drop_duplicates(["impl"] + SPEED_KEYS, keep="last").copy()
+    keys = ["impl"] + SPEED_KEYS + (["process"] if "process" in df else [])
+    t = df.drop_duplicates(keys, keep="last").copy()
     t["median_ms"] = pd.to_numeric(t["median_s"], errors="coerce") * 1e3
     t["iqr_ms"] = pd.to_numeric(t["iqr_s"], errors="coerce") * 1e3
-    cols = ["model", "dtype", "phase", "batch_size", "impl", "median_ms", "iqr_ms", "rounds", "samples_per_s"]
+    cols = ["model", "dtype", "phase", "batch_size", "impl"] + (["process"] if "process" in t else [])
+    cols += ["median_ms", "iqr_ms", "rounds", "samples_per_s"]
     cols += ["speedup_vs_numpy", "speedup_vs_pure_python", "gflops", "frac_peak", "validated"]
     return _sort(t[cols], ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
 
@@ -274,6 +278,14 @@ def accuracy_tables(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.D
         _sort(per_epoch.reset_index(), ["model", "dtype", "impl"], order).reset_index(drop=True),
         _sort(final, ["model", "dtype", "impl"], order).reset_index(drop=True),
     )
+
+
+def stability_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    df = frames.get("speed")
+    if df is None or df.empty:
+        return None
+    t = case_table(df, usable_cores(frames))
+    return _sort(t, ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
 
 
 def simple_table(frames: dict[str, pd.DataFrame], kind: str, cols: list[str]) -> pd.DataFrame | None:
@@ -323,6 +335,14 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
             "(against pure Python at its own, small batch size); "
             "fraction of peak is against the in-run float32 GEMM; `validated` = agreement passed.",
             speed_table(frames),
+        )
+    )
+    sec.append(
+        Section(
+            "Speed stability (per case, across processes)",
+            "median_s is the median of the process medians (what the gate judges); flags say why a "
+            "figure is shaky (see bench/stability.py for the limits).",
+            stability_table(frames),
         )
     )
     sec.append(Section("Measured peak", "", simple_table(frames, "peak", ["dtype", "gemm_n", "gflops", "median_s"])))
@@ -388,7 +408,7 @@ def markdown_table(df: pd.DataFrame, max_chars: int = 300) -> str:
 
 
 def render_markdown(frames: dict[str, pd.DataFrame], run_id: str) -> str:
-    out = [f"# nnbench run `{run_id}`", ""]
+    out = [f"# nnbench run `{run_id}`", "", *headline_markdown(frames, markdown_table)]
     for s in build_sections(frames):
         out += [f"## {s.title}", ""]
         if s.text:
@@ -442,7 +462,7 @@ def fig_speedup(frames: dict[str, pd.DataFrame], col: str = "speedup_vs_numpy", 
         vals = pd.to_numeric(d[col], errors="coerce")
         ax.bar(d["impl"].astype(str), vals, color=["C2" if v else "C3" for v in _bools(d["validated"])])
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_yscale("log")
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # ratios: linear, plain ticks
         ax.set_title(f"{m}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}")
         ax.set_ylabel(label or col)
         ax.tick_params(axis="x", rotation=45)
@@ -558,6 +578,19 @@ _CSS = (
 )
 
 
+def headline_html(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """The headline block (``bench.headline``) as HTML: stability verdict, a table per model."""
+    cores = usable_cores(frames)
+    parts = ["<h2>Headline</h2>"]
+    for line in stability_lines(frames, cores):
+        if line:
+            text = html.escape(line.lstrip("- ")).replace("**", "")
+            parts.append(f"<p class='note'><b>{text}</b></p>" if line.startswith("**") else f"<p>{text}</p>")
+    for title, t in headline_tables(frames, cores).items():
+        parts.append(f"<h3>{html.escape(title)}</h3>{_html_table(t)}")
+    return parts
+
+
 def _html_table(df: pd.DataFrame) -> str:
     shown = df.map(lambda v: _fmt(_cell(v))) if len(df) else df
     return shown.to_html(index=False, escape=True, border=0)
@@ -567,7 +600,9 @@ def render_html(frames: dict[str, pd.DataFrame], run_id: str) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>nnbench {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>nnbench run {html.escape(run_id)}</h1><h2>Figures</h2>",
+        f"<h1>nnbench run {html.escape(run_id)}</h1>",
+        *headline_html(frames),
+        "<h2>Figures</h2>",
     ]
     for title, fn in FIGURES:
         try:

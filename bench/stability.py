@@ -6,8 +6,9 @@ A speed case ``(impl, model, dtype, phase, batch_size)`` is measured in P worker
 
 - the process medians spread more than ``SPREAD_LIMIT`` (max / min): a per-process effect
   (memory layout, a neighbour's burst) moved the figure;
-- the rounds within a process vary: the median over processes of the rounds' coefficient of
-  variation exceeds ``CV_LIMIT``;
+- the rounds within a process vary: the median over processes of the rounds' robust
+  coefficient of variation (interquartile range / median, blind to the odd outlier round)
+  exceeds ``CV_LIMIT``;
 - the machine was busy: the 1-minute load average sampled while the case was measured
   exceeded ``LOAD_LIMIT`` times the usable cores (the run's threads count themselves);
 - fewer than ``MIN_ROUNDS`` rounds were timed in a process, or fewer processes ran than the
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 SPREAD_LIMIT = 1.15
-CV_LIMIT = 0.15
+CV_LIMIT = 0.10
 LOAD_LIMIT = 1.5
 MIN_ROUNDS = 5
 PEAK_DRIFT_LIMIT = 1.15
@@ -38,7 +39,10 @@ CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 def _cv(samples: Any) -> float:
     a = np.asarray(samples if isinstance(samples, (list, tuple, np.ndarray)) else [], dtype=float)
     a = a[np.isfinite(a)]
-    return float(np.std(a) / np.mean(a)) if len(a) > 1 and np.mean(a) > 0 else math.nan
+    if len(a) < 2 or np.median(a) <= 0:
+        return math.nan
+    q1, q3 = np.percentile(a, [25, 75])
+    return float((q3 - q1) / np.median(a))
 
 
 def case_table(speed: pd.DataFrame, cores: int | None = None, processes: int | None = None) -> pd.DataFrame:
@@ -73,7 +77,7 @@ def case_flags(row: dict[str, Any], cores: int | None, processes: int | None) ->
     if row["process_spread"] > SPREAD_LIMIT:
         out.append(f"process medians spread {row['process_spread']:.2f}x (> {SPREAD_LIMIT})")
     if row["rounds_cv"] > CV_LIMIT:
-        out.append(f"rounds vary: CV {row['rounds_cv']:.0%} (> {CV_LIMIT:.0%})")
+        out.append(f"rounds vary: IQR/median {row['rounds_cv']:.0%} (> {CV_LIMIT:.0%})")
     if cores and row["max_load"] > LOAD_LIMIT * cores:
         out.append(f"machine busy: load {row['max_load']:.1f} on {cores} cores")
     if row["impl"] == "pure_python":
