@@ -21,14 +21,19 @@ LIBRARIES = ("numpy", "numba", "torch", "tensorflow-cpu", "tensorflow", "keras",
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "neon", "sve")
+
+
+def cpu_info() -> dict[str, str]:
+    """CPU model and the SIMD extensions that decide GEMM speed, from ``py-cpuinfo``."""
+    import cpuinfo
+
+    info = cpuinfo.get_cpu_info()
+    flags = set(info.get("flags", ()))
+    return {
+        "cpu_model": str(info.get("brand_raw") or platform.processor() or platform.machine()),
+        "cpu_simd": ",".join(f for f in SIMD_FLAGS if f in flags) or "none listed",
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -86,7 +91,7 @@ def collect(threads: int | None = None) -> dict[str, Any]:
     versions = library_versions()
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
-        "cpu_model": cpu_model(),
+        **cpu_info(),
         "cpu_cores": os.cpu_count() or 0,
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0),
         "threads": threads or configured_threads(),
