@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             implementations.get(n)  # unknown name -> KeyError listing valid ones
     except (KeyError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)  # not the KeyError repr
         return 2
     failed = 0
     for name in names:

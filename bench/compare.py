@@ -540,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak-threshold", type=float, default=d.peak_threshold, help="numpy vs GEMM slowdown that fails")
     ap.add_argument("--ci", type=float, default=d.ci, help="two-sided bootstrap confidence level")
     ap.add_argument("--bootstrap", type=int, default=d.n_boot, help="bootstrap resamples")
-    ap.add_argument("--acc-sigmas", type=float, default=d.acc_sigmas)
-    ap.add_argument("--acc-floor", type=float, default=d.acc_floor)
+    ap.add_argument("--acc-sigmas", type=float, default=d.acc_sigmas,
+                    help="accuracy band: binomial sigmas of the difference of two test-set estimates")  # fmt: skip
+    ap.add_argument("--acc-floor", type=float, default=d.acc_floor, help="accuracy band: absolute slack added")
     args = ap.parse_args(argv)
     cfg = GateConfig(
         threshold=args.threshold,

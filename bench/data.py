@@ -106,7 +106,13 @@ class MnistUnavailable(MnistError):
 
     def __init__(self, errors: Sequence[str]):
         self.errors = list(errors)
-        super().__init__("could not obtain MNIST from any source:\n  " + "\n  ".join(self.errors))
+        super().__init__(
+            "could not obtain MNIST from any source:\n  "
+            + "\n  ".join(self.errors)
+            + "\nWhat to do: put the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+            " t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; gzip or raw) in one folder and pass it with"
+            " --data-dir DIR or MNIST_DIR=DIR."
+        )
 
 
 @dataclass(frozen=True)
