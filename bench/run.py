@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.terminal import WIDTH, Progress, cut
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REPO = Path(__file__).resolve().parent.parent
 MARK = "@@nnbench "
@@ -223,39 +225,6 @@ class WorkerResult:
     stderr_tail: str
     events: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
-
-
-class Progress:
-    """One stderr line per phase change (and a heartbeat): case, phase, elapsed, estimate."""
-
-    def __init__(self, total: int, stream: Any = None):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-        self.durations: list[float] = []
-        self.stream = stream or sys.stderr
-
-    def estimate(self) -> str:
-        if not self.durations:
-            return "?"
-        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
-        return _fmt_s(left)
-
-    def show(self, label: str, phase: str, case_s: float) -> None:
-        run_s = time.monotonic() - self.t0
-        print(
-            f"[{self.done + 1}/{self.total}] {label} | {phase} | case {_fmt_s(case_s)} | run {_fmt_s(run_s)}"
-            f" | est. left {self.estimate()}",
-            file=self.stream,
-            flush=True,
-        )
-
-    def finish(self, seconds: float) -> None:
-        self.done += 1
-        self.durations.append(seconds)
-
-
-def _fmt_s(s: float) -> str:
-    s = int(s)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def run_worker(
@@ -492,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.resume:
             run_dir = find_resume_dir(ns)
             dropped = drop_unfinished(run_dir)
-            print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", file=sys.stderr)
+            print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", flush=True)
         else:
             run_dir = create_run(ns)
     except RunError as e:
@@ -520,7 +489,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     from bench.compare import main as compare_main
     from bench.compare import speed_only_failures
 
-    print(f"\nregression gate: {ns.gate} -> {run_dir}", file=sys.stderr)
+    print(f"\nregression gate: {ns.gate} -> {run_dir}", flush=True)
     rc = compare_main([ns.gate, str(run_dir)])
     if rc != 1:
         return rc
@@ -531,7 +500,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     models = sorted(set().union(*suspects.values()))
     print(
         f"\nspeed-only failure: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
-        file=sys.stderr,
+        flush=True,
     )
     confirm = [
         "--profile", str(ns.profile), "--out", str(run_dir.parent / f"{run_dir.name}-confirm"),
@@ -545,7 +514,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
     rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models)])
     print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}",
-          file=sys.stderr)  # fmt: skip
+          flush=True)  # fmt: skip
     return rc
 
 
@@ -564,7 +533,7 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
     profile, rid = run["profile"], run["run_id"]
     timeout_override = ns.timeout or run.get("timeout_s")
     done = done_parts(run_dir)
-    print(f"run {rid} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", file=sys.stderr)
+    print(f"run {rid} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", flush=True)
 
     # availability of every requested implementation, in one worker
     avail: dict[str, list[Any]] = {}
@@ -588,7 +557,7 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
         append_records(run_dir, recs)
         _mark(run_dir, "*", None, None, "availability", "ok")
     for impl, (ok, reason, _) in avail.items():
-        print(f"  {impl:<14} {'available' if ok else 'SKIPPED'}: {reason}", file=sys.stderr)
+        print(cut(f"  {impl:<14} {'available' if ok else 'skipped'}: {reason}".splitlines()[0], WIDTH), flush=True)
 
     cases = [
         (impl, model, dtype)
@@ -600,6 +569,24 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
     todo = [c for c in cases if any((*c, p) not in done for p in profile_parts(effective_profile(profile, c[0], c[1])))]
     need_peak = ("numpy", None, "float32", "peak") not in done
     progress = Progress(len(todo) + int(need_peak))
+    try:
+        run_cases(run_dir, run, todo, need_peak, progress, timeout_override)
+    finally:
+        progress.close()
+
+
+def run_cases(
+    run_dir: Path,
+    run: dict[str, Any],
+    todo: list[tuple[str, str, str]],
+    need_peak: bool,
+    progress: Progress,
+    timeout_override: float | None,
+) -> None:
+    """The peak (when not done yet), then every case in ``todo``, one worker process each."""
+    from bench.results import append_records, make_record
+
+    rid = run["run_id"]
     if need_peak:
         res = run_worker(["peak", "--run-dir", str(run_dir)], run_dir, "peak", 600.0, "peak", progress)
         if res.returncode != 0 or res.timed_out:
@@ -607,7 +594,7 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
             append_records(run_dir, [make_record("error", run_id=rid, impl="numpy", model=None, dtype="float32",
                                                  phase="peak", status=status, error=text)])  # fmt: skip
             _mark(run_dir, "numpy", None, "float32", "peak", status)
-        progress.finish(res.elapsed_s)
+        progress.finish(res.elapsed_s, typical=False)  # a short GEMM: not a case's length
 
     for impl, model, dtype in todo:
         run_case(run_dir, run, impl, model, dtype, progress, timeout_override)
@@ -649,7 +636,7 @@ def run_case(
         append_records(run_dir, recs)
         for p in missing:
             _mark(run_dir, impl, None if p == "settings" else model, dtype, p, status)
-        print(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on", file=sys.stderr)
+        progress.note(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on")
     elif cache_env and "speed" in parts:
         warm_cache_probe(run_dir, impl, model, dtype, timeout_s, label, progress, extra_env)
     if extra_env:  # the compile cache served its purpose (cold vs warm); it is not a result
@@ -710,7 +697,7 @@ def finish(run_dir: Path, ns: argparse.Namespace) -> None:
     except OSError:
         pass
     update_latest(run_dir)
-    print(f"results: {run_dir}", file=sys.stderr)
+    print(f"results: {run_dir}", flush=True)
 
 
 def update_latest(run_dir: Path) -> None:
@@ -724,29 +711,10 @@ def update_latest(run_dir: Path) -> None:
 
 
 def print_summary(records: list[dict[str, Any]]) -> None:
-    """A short plain-text table on stdout: speed at each batch, final accuracy, errors."""
-    speed = [r for r in records if r["kind"] == "speed"]
-    for r in sorted(speed, key=lambda r: (r["model"], r["dtype"], r["phase"], r["batch_size"], r["median_s"])):
-        vn = r.get("speedup_vs_numpy")
-        print(
-            f"speed  {r['impl']:<14} {r['model']:<8} {r['dtype']:<8} {r['phase']:<15} b={r['batch_size']:<4}"
-            f" median {r['median_s'] * 1e3:10.3f} ms  IQR {r['iqr_s'] * 1e3:8.3f} ms"
-            f"  {r['samples_per_s']:10.1f} samples/s" + (f"  x{vn:.2f} vs numpy" if vn else ""),
-        )
-    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        if r["kind"] == "accuracy":
-            acc[(r["impl"], r["model"], r["dtype"], r["seed"])] = r
-    for (impl, model, dtype, seed), r in acc.items():
-        print(
-            f"acc    {impl:<14} {model:<8} {dtype:<8} seed {seed} epoch {r['epoch']}: test_acc {r['test_acc']:.4f}"
-            f" on {r.get('test_samples')} ({r['train_samples']} train samples, {r['steps']} steps,"
-            f" {r['epoch_s']:.1f} s/epoch, extrapolated {r['extrapolated_epoch_s']:.1f} s per 60k)"
-        )
-    for r in records:
-        if r["kind"] == "error":
-            first = (str(r.get("error", "")).strip().splitlines() or [""])[0]
-            print(f"error  {r['impl']:<14} {r.get('model') or '-':<8} {r['phase']:<12} {r['status']}: {first}")
+    """The final tables on stdout, at most 100 columns (``bench.terminal.summary_lines``)."""
+    from bench.terminal import print_summary as show
+
+    show(records)
 
 
 if __name__ == "__main__":
