@@ -169,7 +169,8 @@ def fig_history(runs: pd.DataFrame, points: pd.DataFrame) -> Any:
         d = points[(points["model"] == model) & (points["phase"] == phase)]
         for (impl, _dtype, batch, ser), line in d.groupby(["impl", "dtype", "batch_size", "series"], sort=True):
             si = series.index(ser)
-            label = f"{impl} / {line['ref'].iloc[0]}" + (f" b={batch}" if several_batches else "") + (f" [{si + 1}]" if len(series) > 1 else "")
+            label = f"{impl} / {line['ref'].iloc[0]}" + (f" b={batch}" if several_batches else "")
+            label += f" [{si + 1}]" if len(series) > 1 else ""
             ax.plot(line["x"], line["ratio"], styles[si % 4], marker=markers[si % 6], color=colors[impl], label=label)
             for step, mk, col in (("regression", "^", "red"), ("improvement", "v", "green")):
                 s = line[line["step"] == step]
