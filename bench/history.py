@@ -118,18 +118,18 @@ def load_history(
     for _, s in runs.groupby("series", sort=False):
         prev = None
         for _, run in s.iterrows():
-            p = case_ratios(run["frames"]).assign(run_id=run["run_id"])
+            p = case_ratios(run["frames"]).assign(x=run["x"])
             if prev is not None:
                 p = p.merge(steps_between(prev["frames"], run["frames"], cfg), how="left", on=CASE)
                 p["prev_run_id"] = prev["run_id"]
             points.append(p)
             prev = run
-    pts = pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=CASE + ["run_id"])
+    pts = pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=CASE + ["x"])
     for c in ("R", "ci_low", "ci_high", "verdict", "prev_run_id"):
         if c not in pts.columns:
             pts[c] = None
     meta_cols = ["run_id", "x", "started", "commit", "series"]
-    pts = pts.merge(runs[meta_cols], on="run_id", how="left")
+    pts = pts.merge(runs[meta_cols], on="x", how="left")  # x: run ids of copied runs may repeat
     pts["step"] = pts["verdict"].map({compare.FAIL: "regression", compare.NOTE: "improvement"})
     return runs.drop(columns="frames"), pts.sort_values(["x"] + CASE, kind="stable").reset_index(drop=True)
 
@@ -219,7 +219,8 @@ def ratio_pivot(points: pd.DataFrame) -> pd.DataFrame:
 
 def points_table(points: pd.DataFrame) -> pd.DataFrame:
     cols = ["x", "run_id", "commit", "series"] + CASE + ["median_ms", "samples_per_s", "rounds", "ref", "ratio"]
-    return points[cols + ["R", "ci_low", "ci_high", "step"]].rename(columns={"x": "#"})
+    t = points[cols + ["R", "ci_low", "ci_high", "step"]].rename(columns={"x": "#"})
+    return t.assign(samples_per_s=t["samples_per_s"].round().astype("Int64"))
 
 
 NOTE = (

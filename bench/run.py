@@ -4,7 +4,8 @@ Profiles are data (``bench/profiles/<name>.toml``, or a path to such a file): mo
 seeds, batch sizes, rounds, accuracy budgets and timeouts, with per-implementation overrides
 (``[overrides.<impl>]``, narrowed by ``[overrides.<impl>.models.<model>]``).
 
-A run lives in ``<out>/<run_id>/``: ``run.json`` (config, profile, specs, environment),
+A run lives in ``<out>/<run_id>/`` (``runs/`` by default, git-ignored; committed reports live
+in ``reports/``): ``run.json`` (config, profile, specs, environment),
 ``results.jsonl`` (``bench.results`` records), ``cases.jsonl`` (which case parts are done),
 ``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each worker's stderr).
 
@@ -357,7 +358,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--impls", help="comma-separated implementations (default: all registered)")
     p.add_argument("--dtype", help="float32 or float64, or a comma list (default: the profile's)")
     p.add_argument("--profile", default="quick", help=f"one of {', '.join(profile_names())}, or a .toml path")
-    p.add_argument("--out", default="reports", help="directory holding run directories (default: reports)")
+    p.add_argument("--out", default="runs", help="folder holding run directories (default: runs, git-ignored)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue an interrupted run (default: <out>/latest), skipping finished cases")  # fmt: skip
     p.add_argument("--threads", type=int, help="thread count for every backend (default: NNBENCH_THREADS or all cores)")
