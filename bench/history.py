@@ -43,8 +43,10 @@ GATE = compare.GateConfig()  # the regression gate's defaults
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories named or found (recursively) under the given folders; each once."""
-    found: dict[Path, Path] = {}
+    """Run directories named or found (recursively) under the given folders; each once: the
+    same folder reached twice, or a copy of a run (an artifact's ``latest`` stored as a
+    folder) with the same run id and start time, counts once."""
+    found: dict[Any, Path] = {}
     for p in map(Path, paths):
         if (p / RESULTS_FILE).is_file() or p.is_file():
             candidates = [report.resolve_run_dir(p)]
@@ -53,7 +55,9 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         else:
             raise report.RunDirError(f"no run directory or folder at {p}")
         for c in candidates:
-            found.setdefault(c.resolve(), c)
+            meta = report.read_run_meta(c)
+            key = (meta["run_id"], meta.get("started")) if meta.get("run_id") else c.resolve()
+            found.setdefault(key, c)
     if not found:
         raise report.RunDirError(
             f"no run directories (with {RESULTS_FILE} and {RUN_FILE}) under {', '.join(map(str, paths))}"

@@ -96,7 +96,7 @@ def runs_table(run_dirs: list[Path], all_frames: list[dict[str, pd.DataFrame]], 
     return pd.DataFrame(rows)
 
 
-def fig_side_by_side(tables: dict[str, pd.DataFrame], names: list[str]) -> Any:
+def fig_side_by_side(tables: dict[str, pd.DataFrame], runs: pd.DataFrame) -> Any:
     """Per model: train_step (else the last phase) samples/s at the largest batch, one bar per run."""
     import matplotlib
 
@@ -104,6 +104,8 @@ def fig_side_by_side(tables: dict[str, pd.DataFrame], names: list[str]) -> Any:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    names = list(runs["run"])
+    legend = [f"{r.run}: {r.cpu}, {r.threads} threads, gpu {r.gpu}" for r in runs.itertuples(index=False)]
     fig, axes = plt.subplots(1, max(len(tables), 1), figsize=(5.5 * max(len(tables), 1), 3.8), squeeze=False)
     for ax, (model, t) in zip(axes[0], tables.items(), strict=False):
         phase = "train_step" if (t["phase"] == "train_step").any() else t["phase"].iloc[-1]
@@ -113,7 +115,7 @@ def fig_side_by_side(tables: dict[str, pd.DataFrame], names: list[str]) -> Any:
         width = 0.8 / len(names)
         for i, n in enumerate(names):
             if f"{n} samples/s" in d.columns:
-                ax.bar(x + i * width, d[f"{n} samples/s"], width, label=n)
+                ax.bar(x + i * width, d[f"{n} samples/s"].astype(float), width, label=legend[i])
         ax.set_xticks(x + width * (len(names) - 1) / 2)
         ax.set_xticklabels(d["impl"].astype(str), rotation=30)
         ax.set_yscale("log")
@@ -167,7 +169,7 @@ def write_side_by_side(run_dirs: list[str | Path], out: str | Path) -> Path:
     tables = speed_side_by_side(all_frames, names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fig = fig_side_by_side(tables, names)
+    fig = fig_side_by_side(tables, runs)
     fig.savefig(out / "side_by_side.png", dpi=80)
     uri = report._png(fig)
     (out / "side_by_side.md").write_text(render_markdown(runs, diff, tables, "side_by_side.png"), encoding="utf-8")

@@ -87,6 +87,9 @@ def test_history_over_a_folder_of_runs(runs, tmp_path):
         assert (out / name).stat().st_size > 0, name
     md = (out / "history.md").read_text()
     assert md.startswith("# nnbench history: 3 runs, 1 machine kind(s)")  # `latest` not counted twice
+    copy = tmp_path / "artifact-latest"  # an artifact store that copied `latest` as a folder
+    shutil.copytree(runs["dirs"][2], copy)
+    assert len(history.find_runs([runs["folder"], copy])) == 3
     assert "![history](history.png)" in md
     assert md.index("1111111111") < md.index("2222222222") < md.index("3333333333")  # date order
     runs_df, points = history.load_history([runs["folder"]])
