@@ -8,8 +8,8 @@ commit, start date and machine come from its ``run.json``.
   ``median(t_impl) / median(t_ref)``, with ``t_ref`` numpy's same case, or the in-run
   float32 GEMM for numpy itself and for a case numpy did not measure: the gate's ratio
   (``bench.compare``), which cancels the machine's speed and load. Lower is faster.
-- A series is one machine kind: the run.json keys ``SERIES_KEYS`` (CPU model, usable cores,
-  GPU, threads; ``--series-by`` to change). Runs of different series are never joined
+- A series is one machine kind and profile: the run.json keys ``SERIES_KEYS`` (CPU model,
+  usable cores, GPU, threads, profile; ``--series-by`` to change). Runs of different series are never joined
   into one line, and are never compared with each other.
 - Step changes: consecutive runs of one series are compared with the gate's own statistic
   (``bench.compare.check_speed``: bootstrap CI of the ratio of ratios, same thresholds); a
@@ -33,7 +33,7 @@ import pandas as pd
 from bench import compare, report
 from bench.results import RESULTS_FILE, RUN_FILE, SchemaError
 
-SERIES_KEYS = ("env.cpu_model", "env.cpu_cores_usable", "env.gpu", "threads")
+SERIES_KEYS = ("env.cpu_model", "env.cpu_cores_usable", "env.gpu", "threads", "profile.name")
 CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 OUTPUT_FILES = ("history.html", "history.md", "history.png")
 GATE = compare.GateConfig()  # the regression gate's defaults
@@ -66,7 +66,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def series_label(meta: dict[str, Any], keys: tuple[str, ...]) -> str:
-    """``AMD EPYC, 2 cores, gpu none, 2 threads``: the run's machine kind, from its run.json."""
+    """``AMD EPYC, 2 cores, gpu none, 2 threads, quick``: the run's series, from its run.json."""
     unit = {
         "env.cpu_cores_usable": "{} cores",
         "env.cpu_cores": "{} cores",
@@ -239,7 +239,14 @@ NOTE = (
 def render_markdown(runs: pd.DataFrame, points: pd.DataFrame, png: str) -> str:
     steps = steps_table(points)
     n_series = runs["series"].nunique()
-    out = [f"# nnbench history: {len(runs)} runs, {n_series} machine kind(s)", "", f"![history]({png})", "", NOTE, ""]
+    out = [
+        f"# nnbench history: {len(runs)} runs, {n_series} series (machine kind, threads, profile)",
+        "",
+        f"![history]({png})",
+        "",
+        NOTE,
+        "",
+    ]
     out += ["## Runs", "", report.markdown_table(runs_table(runs).drop(columns="path")), ""]
     out += ["## Step changes", ""]
     out += [report.markdown_table(steps) if len(steps) else "_None: no case changed beyond the gate's noise band._", ""]
@@ -253,7 +260,7 @@ def render_html(runs: pd.DataFrame, points: pd.DataFrame, png_uri: str) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>nnbench history</title><style>{report._CSS}</style></head><body>",
-        f"<h1>nnbench history: {len(runs)} runs, {runs['series'].nunique()} machine kind(s)</h1>",
+        f"<h1>nnbench history: {len(runs)} runs, {runs['series'].nunique()} series</h1>",
         f"<img alt='ratio to the in-run reference per run' src='{png_uri}'>",
         f"<p class='note'>{html.escape(NOTE)}</p>",
         "<h2>Runs</h2>",
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="run directories, or folders holding them (searched recursively)")
     ap.add_argument("--out", required=True, help="folder for history.html, history.md, history.png")
     keys = ",".join(SERIES_KEYS)
-    ap.add_argument("--series-by", default=keys, help=f"run.json keys naming a machine kind (default: {keys})")
+    ap.add_argument("--series-by", default=keys, help=f"run.json keys naming a series (default: {keys})")
     ns = ap.parse_args(argv)
     keys = tuple(k.strip() for k in ns.series_by.split(",") if k.strip())
     try:

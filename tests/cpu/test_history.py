@@ -86,7 +86,7 @@ def test_history_over_a_folder_of_runs(runs, tmp_path):
     for name in history.OUTPUT_FILES:
         assert (out / name).stat().st_size > 0, name
     md = (out / "history.md").read_text()
-    assert md.startswith("# nnbench history: 3 runs, 1 machine kind(s)")  # `latest` not counted twice
+    assert md.startswith("# nnbench history: 3 runs, 1 series")  # `latest` not counted twice
     copy = tmp_path / "artifact-latest"  # an artifact store that copied `latest` as a folder
     shutil.copytree(runs["dirs"][2], copy)
     assert len(history.find_runs([runs["folder"], copy])) == 3
@@ -225,3 +225,23 @@ def test_summary_fits_and_skips_are_not_errors(runs):
     errors = lines[lines.index("errors") :]
     assert any(line.startswith("keras ") for line in errors) and not any("cupy" in line for line in errors)
     assert sum(line.startswith(("numpy ", "pure_python ")) for line in lines) == 4  # speed rows
+
+
+def test_progress_in_place_on_a_terminal():
+    """On a terminal the line is redrawn in place (rich Live) and notes stay above it."""
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    buf = Tty()
+    p = Progress(2, stream=buf)
+    assert p.live
+    p.show("numpy mlp float32", "speed", 0.0)
+    p.note("  numpy mlp float32: TIMEOUT during 'speed'; recorded, carrying on")
+    p.finish(1.0)
+    p.close()
+    out = buf.getvalue()
+    assert "\x1b[2K" in out  # erase-line: redrawn in place, not scrolled
+    assert "TIMEOUT during 'speed'" in out and "[1/2] numpy mlp float32 | speed" in out
