@@ -1,4 +1,4 @@
-"""``python -m bench <command>``: data, agree, run, report, compare, specs."""
+"""``python -m bench <command>``: data, agree, run, report, compare, history, specs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("bench.data", "fetch and verify MNIST, print where it is"),
     "agree": ("bench.agreement", "check implementations against the NumPy float64 reference"),
     "run": ("bench.run", "the benchmark run: agreement, speed, accuracy, reports (tox -e bench)"),
-    "report": ("bench.report", "(re)write the reports of a run directory"),
+    "report": ("bench.report_cli", "(re)write a run's reports; several runs: side by side (--out)"),
     "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
+    "history": ("bench.history", "speed across runs (commits, machines): HTML, Markdown, PNG"),
     "specs": ("bench.__main__", "list presets and implementations, with availability"),
 }
 

@@ -1,6 +1,6 @@
 """The regression gate: ``python -m bench compare BASELINE CURRENT``.
 
-Each argument is a run directory (``reports/<run_id>``) or ``reports/latest``. A readable
+Each argument is a run directory (``runs/<run_id>``) or ``runs/latest``. A readable
 table per check is printed; the exit status is
 
 - 0: no failure (warnings and notes may be printed);
@@ -532,7 +532,7 @@ def _print_tables(tables: dict[str, pd.DataFrame], out: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__.split("\n\n")[0])
     ap.add_argument("baseline", help="baseline run dir (e.g. bench/baselines/quick)")
-    ap.add_argument("current", help="current run dir (e.g. reports/latest)")
+    ap.add_argument("current", help="current run dir (e.g. runs/latest)")
     ap.add_argument("--impls", help="comma-separated implementations to compare (default: all)")
     ap.add_argument("--models", help="comma-separated models to compare (default: all)")
     d = GateConfig()

@@ -25,7 +25,6 @@ pure_python, fraction of peak) are filled from the medians of the same run. Part
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -655,21 +654,3 @@ def write_report(run_dir: str | Path) -> Path:
     out = rd / "report.html"
     out.write_text(render_html(frames, run_id), encoding="utf-8")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bench report RUN_DIR``: 0 on success, 2 on bad input."""
-    ap = argparse.ArgumentParser(prog="python -m bench report", description="Write the report files of a run.")
-    ap.add_argument("run_dir", help="a run directory (reports/<run_id>) or reports/latest")
-    args = ap.parse_args(argv)
-    try:
-        out = write_report(args.run_dir)
-    except (RunDirError, SchemaError) as e:
-        print(f"error: {e}")
-        return 2
-    print(f"wrote {', '.join(OUTPUT_FILES)} in {out.parent}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

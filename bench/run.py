@@ -4,7 +4,8 @@ Profiles are data (``bench/profiles/<name>.toml``, or a path to such a file): mo
 seeds, batch sizes, rounds, accuracy budgets and timeouts, with per-implementation overrides
 (``[overrides.<impl>]``, narrowed by ``[overrides.<impl>.models.<model>]``).
 
-A run lives in ``<out>/<run_id>/``: ``run.json`` (config, profile, specs, environment),
+A run lives in ``<out>/<run_id>/`` (``runs/`` by default, git-ignored; committed reports live
+in ``reports/``): ``run.json`` (config, profile, specs, environment),
 ``results.jsonl`` (``bench.results`` records), ``cases.jsonl`` (which case parts are done),
 ``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each worker's stderr).
 
@@ -45,6 +46,7 @@ from bench.profile import (  # noqa: F401 - re-exported: the run's public names
     profile_names,
     profile_parts,
 )
+from bench.terminal import WIDTH, Progress, cut
 from bench.worker import MARK, mark_done, speed_part
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,39 +198,6 @@ class WorkerResult:
     elapsed_s: float = 0.0
 
 
-class Progress:
-    """One stderr line per phase change (and a heartbeat): case, phase, elapsed, estimate."""
-
-    def __init__(self, total: int, stream: Any = None):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-        self.durations: list[float] = []
-        self.stream = stream or sys.stderr
-
-    def estimate(self) -> str:
-        if not self.durations:
-            return "?"
-        left = (self.total - self.done) * sum(self.durations) / len(self.durations)
-        return _fmt_s(left)
-
-    def show(self, label: str, phase: str, case_s: float) -> None:
-        run_s = time.monotonic() - self.t0
-        print(
-            f"[{self.done + 1}/{self.total}] {label} | {phase} | case {_fmt_s(case_s)} | run {_fmt_s(run_s)}"
-            f" | est. left {self.estimate()}",
-            file=self.stream,
-            flush=True,
-        )
-
-    def finish(self, seconds: float) -> None:
-        self.done += 1
-        self.durations.append(seconds)
-
-
-def _fmt_s(s: float) -> str:
-    s = int(s)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def run_worker(
     args: list[str],
     run_dir: Path,
@@ -359,7 +328,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--impls", help="comma-separated implementations (default: all registered)")
     p.add_argument("--dtype", help="float32 or float64, or a comma list (default: the profile's)")
     p.add_argument("--profile", default="quick", help=f"one of {', '.join(profile_names())}, or a .toml path")
-    p.add_argument("--out", default="reports", help="directory holding run directories (default: reports)")
+    p.add_argument("--out", default="runs", help="folder holding run directories (default: runs, git-ignored)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue an interrupted run (default: <out>/latest), skipping finished cases")  # fmt: skip
     p.add_argument("--threads", type=int, help="thread count for every backend (default: NNBENCH_THREADS or all cores)")
@@ -463,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.resume:
             run_dir = find_resume_dir(ns)
             dropped = drop_unfinished(run_dir)
-            print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", file=sys.stderr)
+            print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", flush=True)
         else:
             run_dir = create_run(ns)
     except RunError as e:
@@ -491,7 +460,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     from bench.compare import main as compare_main
     from bench.compare import speed_only_failures
 
-    print(f"\nregression gate: {ns.gate} -> {run_dir}", file=sys.stderr)
+    print(f"\nregression gate: {ns.gate} -> {run_dir}", flush=True)
     rc = compare_main([ns.gate, str(run_dir)])
     if rc != 1:
         return rc
@@ -502,7 +471,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     models = sorted(set().union(*suspects.values()))
     print(
         f"\nspeed-only failure: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
-        file=sys.stderr,
+        flush=True,
     )
     confirm = [
         "--profile", str(ns.profile), "--out", str(run_dir.parent / f"{run_dir.name}-confirm"),
@@ -516,7 +485,7 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
     rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models)])
     print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}",
-          file=sys.stderr)  # fmt: skip
+          flush=True)  # fmt: skip
     return rc
 
 
@@ -535,7 +504,7 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
     profile, rid = run["profile"], run["run_id"]
     timeout_override = ns.timeout or run.get("timeout_s")
     done = done_parts(run_dir)
-    print(f"run {rid} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", file=sys.stderr)
+    print(f"run {rid} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", flush=True)
 
     # availability of every requested implementation, in one worker
     avail: dict[str, list[Any]] = {}
@@ -559,7 +528,7 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
         append_records(run_dir, recs)
         _mark(run_dir, "*", None, None, "availability", "ok")
     for impl, (ok, reason, _) in avail.items():
-        print(f"  {impl:<14} {'available' if ok else 'SKIPPED'}: {reason}", file=sys.stderr)
+        print(cut(f"  {impl:<14} {'available' if ok else 'skipped'}: {reason}".splitlines()[0], WIDTH), flush=True)
 
     cases = [
         (impl, model, dtype)
@@ -570,13 +539,38 @@ def execute(run_dir: Path, ns: argparse.Namespace) -> None:
     ]
     todo = [c for c in cases if any((*c, p) not in done for p in profile_parts(effective_profile(profile, c[0], c[1])))]
     need_peak = [w for w in ("before", "after") if ("numpy", None, None, f"peak-{w}") not in done]
-    progress = Progress(len(todo) + len(need_peak))
+    progress = Progress(len(todo) + len(need_peak) + planned_speed_processes(run, cases, done))
+    try:
+        run_cases(run_dir, run, todo, need_peak, progress, timeout_override)
+    finally:
+        progress.close()
+
+
+def planned_speed_processes(run: dict[str, Any], cases: list[tuple[str, str, str]], done: set) -> int:
+    """How many extra speed processes (``speed-p1`` ...) the cases will need, for the progress count."""
+    n = 0
+    for impl, model, dtype in cases:
+        prof = effective_profile(run["profile"], impl, model)
+        n += sum((impl, model, dtype, speed_part(k)) not in done for k in range(1, speed_processes(prof)))
+    return n
+
+
+def run_cases(
+    run_dir: Path,
+    run: dict[str, Any],
+    todo: list[tuple[str, str, str]],
+    need_peak: list[str],
+    progress: Progress,
+    timeout_override: float | None,
+) -> None:
+    """The peak before (when not done yet), every case in ``todo`` (one worker process each),
+    the further speed processes of every case (process-major), then the peak after."""
+    rid = run["run_id"]
     if "before" in need_peak:
         measure_peak(run_dir, rid, "before", progress)
     for impl, model, dtype in todo:
         run_case(run_dir, run, impl, model, dtype, progress, timeout_override)
     extra = pending_speed_processes(run_dir, run)
-    progress.total += len(extra)
     for n, (k, impl, model, dtype) in enumerate(extra):
         last = not any(c[1:] == (impl, model, dtype) for c in extra[n + 1 :])
         run_speed_process(run_dir, run, k, impl, model, dtype, progress, last)
@@ -594,7 +588,7 @@ def measure_peak(run_dir: Path, rid: str, when: str, progress: Progress) -> None
         append_records(run_dir, [make_record("error", run_id=rid, impl="numpy", model=None, dtype=None,
                                              phase="peak", status=status, error=text)])  # fmt: skip
         _mark(run_dir, "numpy", None, None, f"peak-{when}", status)
-    progress.finish(res.elapsed_s)
+    progress.finish(res.elapsed_s, typical=False)  # a short GEMM: not a case's length
 
 
 def _mark(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:
@@ -631,7 +625,7 @@ def run_case(
         append_records(run_dir, recs)
         for p in missing:
             _mark(run_dir, impl, None if p == "settings" else model, dtype, p, status)
-        print(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on", file=sys.stderr)
+        progress.note(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on")
     elif cache_env and "speed" in parts:
         warm_cache_probe(run_dir, impl, model, dtype, timeout_s, label, progress, extra_env)
     if extra_env and speed_processes(prof) <= 1:  # the cache served its purpose (cold vs warm)
@@ -683,6 +677,7 @@ def run_speed_process(
         append_records(run_dir, [make_record("error", run_id=run["run_id"], impl=impl, model=model, dtype=dtype,
                                              phase=speed_part(k), status=status, error=text)])  # fmt: skip
         _mark(run_dir, impl, model, dtype, speed_part(k), status)
+        progress.note(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on")
     if extra_env and last:
         shutil.rmtree(extra_env[cache_env], ignore_errors=True)
     progress.finish(res.elapsed_s)
@@ -741,7 +736,7 @@ def finish(run_dir: Path, ns: argparse.Namespace) -> None:
     except OSError:
         pass
     update_latest(run_dir)
-    print(f"results: {run_dir}", file=sys.stderr)
+    print(f"results: {run_dir}", flush=True)
 
 
 def update_latest(run_dir: Path) -> None:
@@ -755,29 +750,10 @@ def update_latest(run_dir: Path) -> None:
 
 
 def print_summary(records: list[dict[str, Any]]) -> None:
-    """A short plain-text table on stdout: speed at each batch, final accuracy, errors."""
-    speed = [r for r in records if r["kind"] == "speed"]
-    for r in sorted(speed, key=lambda r: (r["model"], r["dtype"], r["phase"], r["batch_size"], r["median_s"])):
-        vn = r.get("speedup_vs_numpy")
-        print(
-            f"speed  {r['impl']:<14} {r['model']:<8} {r['dtype']:<8} {r['phase']:<15} b={r['batch_size']:<4}"
-            f" median {r['median_s'] * 1e3:10.3f} ms  IQR {r['iqr_s'] * 1e3:8.3f} ms"
-            f"  {r['samples_per_s']:10.1f} samples/s" + (f"  x{vn:.2f} vs numpy" if vn else ""),
-        )
-    acc: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        if r["kind"] == "accuracy":
-            acc[(r["impl"], r["model"], r["dtype"], r["seed"])] = r
-    for (impl, model, dtype, seed), r in acc.items():
-        print(
-            f"acc    {impl:<14} {model:<8} {dtype:<8} seed {seed} epoch {r['epoch']}: test_acc {r['test_acc']:.4f}"
-            f" on {r.get('test_samples')} ({r['train_samples']} train samples, {r['steps']} steps,"
-            f" {r['epoch_s']:.1f} s/epoch, extrapolated {r['extrapolated_epoch_s']:.1f} s per 60k)"
-        )
-    for r in records:
-        if r["kind"] == "error":
-            first = (str(r.get("error", "")).strip().splitlines() or [""])[0]
-            print(f"error  {r['impl']:<14} {r.get('model') or '-':<8} {r['phase']:<12} {r['status']}: {first}")
+    """The final tables on stdout, at most 100 columns (``bench.terminal.summary_lines``)."""
+    from bench.terminal import print_summary as show
+
+    show(records)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report
+from bench import report, report_cli
 from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
 
 # the synthetic-run generator lives in test_compare.py; load it by path (no tests package)
@@ -111,16 +111,16 @@ def test_empty_results_file(tmp_path):
 
 
 def test_cli_bad_input(tmp_path, capsys):
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report_cli.main([str(tmp_path / "missing")]) == 2
     assert "run directory not found" in capsys.readouterr().out
     rd = tmp_path / "newer"
     append_records(rd, [{"schema_version": SCHEMA_VERSION + 1, "kind": "speed"}])
-    assert report.main([str(rd)]) == 2
+    assert report_cli.main([str(rd)]) == 2
     assert "newer nnbench" in capsys.readouterr().out
 
 
 def test_cli_ok(run_dir, capsys):
-    assert report.main([str(run_dir)]) == 0
+    assert report_cli.main([str(run_dir)]) == 0
     assert "report.html" in capsys.readouterr().out
 
 
