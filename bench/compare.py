@@ -543,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--acc-sigmas", type=float, default=d.acc_sigmas,
                     help="accuracy band: binomial sigmas of the difference of two test-set estimates")  # fmt: skip
     ap.add_argument("--acc-floor", type=float, default=d.acc_floor, help="accuracy band: absolute slack added")
+    ap.add_argument("--label", default="RESULT", help="the word before the verdict line (run --gate sets it)")
     args = ap.parse_args(argv)
     cfg = GateConfig(
         threshold=args.threshold,
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile.get("name", "?") if isinstance(profile, dict) else profile
         print(f"{label}: {path} (run {meta.get('run_id', '?')}, profile {profile})")
     _print_tables(tables, sys.stdout)
-    print("\n" + verdict_line(tables))
+    print("\n" + verdict_line(tables, args.label))
     return 1 if failed(tables) else 0
 
 

@@ -44,6 +44,7 @@ from bench.stability import case_table
 ENV_PREFIX = "env."
 REFERENCE_IMPLS = ("numpy", "pure_python")
 SPEED_KEYS = ["model", "dtype", "phase", "batch_size"]
+GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
 OUTPUT_FILES = ("results.parquet", "results.csv", "summary.md", "report.html")
 
 
@@ -406,8 +407,8 @@ def markdown_table(df: pd.DataFrame, max_chars: int = 300) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def render_markdown(frames: dict[str, pd.DataFrame], run_id: str) -> str:
-    out = [f"# nnbench run `{run_id}`", "", *headline_markdown(frames, markdown_table)]
+def render_markdown(frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None) -> str:
+    out = [f"# nnbench run `{run_id}`", "", *gate_lines(gate), *headline_markdown(frames, markdown_table)]
     for s in build_sections(frames):
         out += [f"## {s.title}", ""]
         if s.text:
@@ -595,11 +596,24 @@ def _html_table(df: pd.DataFrame) -> str:
     return shown.to_html(index=False, escape=True, border=0)
 
 
-def render_html(frames: dict[str, pd.DataFrame], run_id: str) -> str:
+def gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    """The regression gate's verdict (``gate.json``, written by ``run --gate``), when it ran."""
+    if not gate:
+        return []
+    confirm = (
+        f"; a confirmation run re-measured the speed failures ({gate.get('confirm_dir')})"
+        if gate.get("confirmation")
+        else "; no confirmation run was needed"
+    )
+    return [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}.", ""]
+
+
+def render_html(frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>nnbench {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>nnbench run {html.escape(run_id)}</h1>",
+        *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in gate_lines(gate) if line),
         *headline_html(frames),
         "<h2>Figures</h2>",
     ]
@@ -650,7 +664,9 @@ def write_report(run_dir: str | Path) -> Path:
     if "samples_s" in csv.columns:
         csv["samples_s"] = csv["samples_s"].map(lambda v: json.dumps(v) if isinstance(v, list) else v)
     csv.to_csv(rd / "results.csv", index=False)
-    (rd / "summary.md").write_text(render_markdown(frames, run_id), encoding="utf-8")
+    gate_file = rd / GATE_FILE
+    gate = json.loads(gate_file.read_text(encoding="utf-8")) if gate_file.is_file() else None
+    (rd / "summary.md").write_text(render_markdown(frames, run_id, gate), encoding="utf-8")
     out = rd / "report.html"
-    out.write_text(render_html(frames, run_id), encoding="utf-8")
+    out.write_text(render_html(frames, run_id, gate), encoding="utf-8")
     return out

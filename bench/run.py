@@ -461,12 +461,11 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
     from bench.compare import speed_only_failures
 
     print(f"\nregression gate: {ns.gate} -> {run_dir}", flush=True)
-    rc = compare_main([ns.gate, str(run_dir)])
-    if rc != 1:
-        return rc
-    suspects = speed_only_failures(ns.gate, str(run_dir))
+    first = "first measurement (speed failures are re-measured before the verdict)"
+    rc = compare_main([ns.gate, str(run_dir), "--label", first])
+    suspects = speed_only_failures(ns.gate, str(run_dir)) if rc == 1 else None
     if not suspects:
-        return rc
+        return final_verdict(ns, run_dir, rc, None)
     impls = sorted(set(suspects) | {"numpy"})
     models = sorted(set().union(*suspects.values()))
     print(
@@ -481,11 +480,32 @@ def gate(ns: argparse.Namespace, run_dir: Path) -> int:
         if getattr(ns, opt):
             confirm += [f"--{opt.replace('_', '-')}", str(getattr(ns, opt))]
     if main(confirm) != 0:
-        return 1
+        return final_verdict(ns, run_dir, 1, None)
     confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
-    rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models)])
-    print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}",
-          flush=True)  # fmt: skip
+    rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models),
+                       "--label", "confirmation"])  # fmt: skip
+    print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}; "
+          "the first measurement's failing speed rows above were re-measured", flush=True)  # fmt: skip
+    return final_verdict(ns, run_dir, rc, confirm_dir.resolve())
+
+
+def final_verdict(ns: argparse.Namespace, run_dir: Path, rc: int, confirm_dir: Path | None) -> int:
+    """The one final line of the gate, also written to the run's ``gate.json`` and summary."""
+    from bench.report import GATE_FILE
+
+    verdict = {0: "PASS", 1: "FAIL"}.get(rc, f"ERROR (exit {rc})")
+    info = {"verdict": verdict, "baseline": str(ns.gate), "confirmation": confirm_dir is not None,
+            "confirm_dir": str(confirm_dir) if confirm_dir else None}  # fmt: skip
+    (run_dir / GATE_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    if not ns.no_report:
+        try:
+            from bench.report import write_report
+
+            write_report(run_dir)
+        except Exception as e:  # the verdict stands without its report
+            print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    how = "after re-measuring the speed failures" if confirm_dir else "no confirmation needed"
+    print(f"\nRESULT: {verdict} (regression gate against {ns.gate}; {how})", flush=True)
     return rc
 
 

@@ -128,3 +128,21 @@ def test_markdown_table_escapes():
     md = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
     assert md.splitlines()[2] == "| x\\|y | 1.235 |"
     assert md.splitlines()[3] == "|  |  |"
+
+
+def test_summary_opens_with_headline_and_gate_verdict(run_dir, tmp_path):
+    import json
+    import shutil
+
+    rd = tmp_path / "gated"
+    shutil.copytree(run_dir, rd)
+    report.write_report(rd)
+    md = (rd / "summary.md").read_text()
+    assert "Regression gate" not in md  # no gate ran: none claimed
+    assert md.index("## Headline") < md.index("## Environment")
+    (rd / report.GATE_FILE).write_text(json.dumps({"verdict": "PASS", "baseline": "bench/baselines/quick",
+                                                    "confirmation": False, "confirm_dir": None}))  # fmt: skip
+    report.write_report(rd)
+    top = (rd / "summary.md").read_text().splitlines()[:4]
+    assert any(line.startswith("**Regression gate: PASS** against `bench/baselines/quick`") for line in top), top
+    assert "Regression gate: PASS" in (rd / "report.html").read_text()

@@ -447,7 +447,7 @@ def test_fit_input():
         fit_input(x, (3, 8, 8))
 
 
-def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path):
+def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, capsys):
     """A speed-only failure is re-measured (impls + numpy, failing models) and the gate
     follows the confirmation; a failure that is not speed-only is final."""
     import argparse
@@ -455,13 +455,19 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path):
     from bench import compare, run
 
     calls = []
-    ns = argparse.Namespace(gate="BASE", profile="quick", threads=2, data_dir=None, timeout=None)
+    ns = argparse.Namespace(gate="BASE", profile="quick", threads=2, data_dir=None, timeout=None, no_report=True)
     rd = tmp_path / "20990101-000000-quick"
+    rd.mkdir()
     monkeypatch.setattr(run, "main", lambda argv: calls.append(argv) or 0)
     verdicts = iter([1, 0])
     monkeypatch.setattr(compare, "main", lambda argv: calls.append(argv) or next(verdicts))
     monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: {"torch": {"mlp"}})
     assert run.gate(ns, rd) == 0  # not reproduced
+    gate = json.loads((rd / "gate.json").read_text())
+    assert gate["verdict"] == "PASS" and gate["confirmation"] and gate["baseline"] == "BASE"
+    out = capsys.readouterr().out
+    assert out.count("RESULT:") == 1 and "RESULT: PASS" in out  # one final verdict, after the confirmation
+    assert "--label" in calls[0] and "first measurement" in calls[0][calls[0].index("--label") + 1]
     rerun = calls[1]
     assert rerun[rerun.index("--impls") + 1] == "numpy,torch" and rerun[rerun.index("--models") + 1] == "mlp"
     verdicts = iter([1, 1])
@@ -469,3 +475,9 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path):
     monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: None)
     verdicts = iter([1])
     assert run.gate(ns, rd) == 1  # agreement/accuracy failures are not re-measured
+    assert json.loads((rd / "gate.json").read_text()) == {
+        "verdict": "FAIL",
+        "baseline": "BASE",
+        "confirmation": False,
+        "confirm_dir": None,
+    }
