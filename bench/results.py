@@ -66,6 +66,9 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         # added for the regression gate: size of the evaluated test set (binomial band)
         "test_samples",
         "batch_size",  # training batch size (run helper)
+        "dropout_seed",  # the seed the backend's dropout masks were drawn with (None: not seedable)
+        "optimizer",  # the spec's optimizer (sgd | adam)
+        "init",  # the spec's kernel initialiser
     ),
     # this machine's measured peak (a large float32 GEMM timed in the same run)
     "peak": ("gemm_n", "gflops", "median_s", "samples_s"),  # samples_s: raw per-round times (gate)

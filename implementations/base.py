@@ -79,6 +79,16 @@ class Model(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not expose activations")
 
 
+def build_seeded(module: Any, spec: ModelSpec, params: dict, dtype: str, seed: int) -> tuple[Model, int | None]:
+    """``module.build`` with its dropout seeded: ``(model, seed)``, or ``(model, None)`` for a
+    backend whose ``build`` takes no ``seed`` (built as it is, its masks not seeded by us)."""
+    import inspect
+
+    if "seed" in inspect.signature(module.build).parameters:
+        return module.build(spec, params, dtype, seed=seed), seed
+    return module.build(spec, params, dtype), None
+
+
 def check_supported(
     backend: str,
     spec: ModelSpec,
