@@ -55,7 +55,7 @@ class NumbaModel(Model):
         self.lr = np.dtype(dtype).type(spec.train.lr)
         self.w: dict[str, np.ndarray] = {}
         for name, value in params.items():
-            a = np.asarray(value, dtype=dtype)
+            a = np.array(value, dtype=dtype)  # a copy: the caller's params are never updated
             if a.ndim == 4:  # (O, C, kh, kw) -> (O, kh*kw*C)
                 a = a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
             self.w[name] = np.ascontiguousarray(a)
@@ -213,7 +213,7 @@ class NumbaModel(Model):
         return float(loss)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {k: self._canonical(k, v) for k, v in sorted(self.w.items())}
+        return {k: self._canonical(k, v.copy()) for k, v in sorted(self.w.items())}  # not views of live weights
 
     def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
         if self.adam is None:

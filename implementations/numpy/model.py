@@ -57,7 +57,7 @@ class XpModel(Model):
         i = int(name.split(".")[0])
         if name.endswith(".W") and self.layers[i].type == "conv2d":
             a = cnn.conv_weight_out(a, self.in_shapes[i][0], self.layers[i].kernel)
-        out = a.get() if hasattr(a, "get") else np.asarray(a)
+        out = a.get() if hasattr(a, "get") else np.array(a)  # a copy, not a view of live weights
         return np.ascontiguousarray(out)
 
     # ------------------------------------------------------------------ passes

@@ -125,7 +125,7 @@ class TorchModel(Model):
 
     def _canonical(self, name: str, t: torch.Tensor) -> np.ndarray:
         """A weight or gradient tensor -> canonical host array (dense W back to (in, out))."""
-        a = t.detach().cpu().numpy()
+        a = t.detach().cpu().numpy().copy()  # on CPU .numpy() shares the live tensor's memory
         i = int(name.split(".")[0])
         if name.endswith(".W") and self.spec.layers[i].type == "dense":
             a = a.T  # (out, in) -> (in, out)
