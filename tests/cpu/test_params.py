@@ -37,7 +37,7 @@ def test_glorot_uniform_is_the_course_default():
     assert np.abs(glorot["0.W"]).max() <= np.sqrt(6 / (9 + 288))  # conv 1 -> 32, 3x3
     # the same stream, only the limits differ: He / Glorot = sqrt((fan_in + fan_out) / fan_in)
     np.testing.assert_allclose(he["0.W"] / glorot["0.W"], np.sqrt((9 + 288) / 9))
-    np.testing.assert_array_equal(he["14.W"], glorot["14.W"])  # the softmax layer: Glorot in both
+    np.testing.assert_array_equal(he["12.W"], glorot["12.W"])  # the softmax layer: Glorot in both
 
 
 def test_save_load_round_trip(tmp_path):

@@ -58,6 +58,8 @@ def test_equivalence_flags_only_a_shift_beyond_the_seed_spread():
     assert eq.loc["numba", "basis"].startswith("seed spread")
     one = recipes.equivalence_table(_acc({"numpy": [base[0]], "torch": [same[0]]})).set_index("impl")
     assert one.loc["torch", "basis"].startswith("binomial") and abs(one.loc["torch", "z"]) < 1.96
+    subset = pd.concat([_acc({"numpy": base, "numba": same}), _acc({"pure_python": [[0.8]]}, n=1000)])
+    assert list(recipes.equivalence_table(subset)["impl"]) == ["numba"]  # a 1,000-image evaluation is left out
 
 
 def test_report_has_the_recipe_sections_and_the_combined_writer(run_dir, tmp_path):  # noqa: F811
