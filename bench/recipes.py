@@ -263,6 +263,27 @@ NOTES = (
 )
 
 
+def headline(acc: pd.DataFrame) -> list[str]:
+    """One line per model: final accuracy and time to target per implementation, fastest first."""
+    lines = []
+    fin = final_table(acc)
+    for model, f in fin.groupby("model", sort=False):
+        target = f["target"].dropna().max() if f["target"].notna().any() else None
+        f = f.sort_values("time_to_target_s", na_position="last")
+        parts = []
+        for r in f.itertuples():
+            reach = f"{r.time_to_target_s:.0f} s" if pd.notna(r.time_to_target_s) else "not reached"
+            extra = (
+                f", full recipe ~{r.full_recipe_s_extrapolated / 3600:.1f} h extrapolated"
+                if pd.notna(r.full_recipe_s_extrapolated)
+                else ""
+            )
+            parts.append(f"{r.impl} {r.final_acc:.4f} ({r.epochs} ep, {r.seeds} seeds; {reach}{extra})")
+        head = f"**{model}**" + (f" (time to {target:.1%})" if target else "")
+        lines.append(f"- {head}: " + "; ".join(parts))
+    return lines
+
+
 def sections(acc: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(title, text, table) for the report writers."""
     return [
@@ -298,6 +319,8 @@ def write(out_dir: str | Path, run_dirs: list[str]) -> Path:
         raise ValueError("no accuracy records in " + ", ".join(run_dirs))
     secs = sections(acc)
     md = ["# Recipes: accuracy of the full recipes", "", "Runs: " + ", ".join(f"`{Path(d).name}`" for d in run_dirs)]
+    md += ["", "Final test accuracy (mean over seeds) and training time to the target, per implementation:", ""]
+    md += headline(acc)
     for title, text, table in secs:
         md += ["", f"## {title}", ""] + ([text, ""] if text else []) + [markdown_table(table)]
     curves = _numeric(acc).pivot_table(index=["model", "impl", "seed"], columns="epoch", values="test_acc")
