@@ -214,7 +214,8 @@ def _check_activations(res, model, ref, x, tol: Tolerance, dts) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench agree", description=__doc__.splitlines()[0])
     ap.add_argument("--impl", "--impls", dest="impls", default=None, help="comma-separated (default: all available)")
-    ap.add_argument("--model", "--models", dest="models", default="tiny-mlp,tiny-cnn,mlp,cnn", help="presets or files")
+    models = "tiny-mlp,tiny-cnn,mlp,cnn,dnn"
+    ap.add_argument("--model", "--models", dest="models", default=models, help="presets or files")
     ap.add_argument("--dtype", default="float64,float32", help="float64, float32 or both")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
