@@ -22,8 +22,9 @@ From the ``accuracy`` records (one row per implementation, model, seed and epoch
 Inputs are pixels / 255 (``bench.data``); the initialiser and optimizer are the spec's and
 are stated per row (``init``, ``optimizer``).
 
-``python -m bench.recipes OUT_DIR RUN_DIR...`` writes ``recipes.md`` and ``recipes.html`` from
-the accuracy records of one or more runs (e.g. one run per model of the ``full`` profile).
+``python -m bench.recipes OUT_DIR RUN_DIR... [--target MODEL=ACC]`` writes ``recipes.md`` and
+``recipes.html`` from the accuracy records of one or more runs (e.g. one run per model of the
+``full`` profile); ``--target`` recomputes the time to a target chosen after the run.
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def _first(df: pd.DataFrame, col: str) -> Any:
     if col not in df.columns or not df[col].notna().any():
         return None
     return df[col].dropna().iloc[0]
+
+
+def retarget(acc: pd.DataFrame, targets: dict[str, float]) -> pd.DataFrame:
+    """The records with ``target_acc``/``time_to_target_s`` recomputed for the models in
+    ``targets`` from the per-epoch curve (training time summed until the first epoch at or
+    above the target), e.g. for a target chosen after the run."""
+    a = _numeric(acc).sort_values("epoch")
+    for model, target in targets.items():
+        m = a["model"] == model
+        a.loc[m, "target_acc"] = target
+        for _, g in a[m].groupby(["impl", "dtype", "seed"], dropna=False):
+            hit = g.index[g["test_acc"] >= target]
+            reached = float(g["epoch_s"].cumsum().loc[hit[0]]) if len(hit) else None
+            a.loc[g.index, "time_to_target_s"] = None
+            if reached is not None:
+                a.loc[g.loc[hit[0] :].index, "time_to_target_s"] = reached
+    return a
 
 
 def final_table(acc: pd.DataFrame) -> pd.DataFrame:
@@ -309,7 +327,7 @@ def load_accuracy(run_dirs: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame()
 
 
-def write(out_dir: str | Path, run_dirs: list[str]) -> Path:
+def write(out_dir: str | Path, run_dirs: list[str], targets: dict[str, float] | None = None) -> Path:
     from bench.report import _html_table, _png, markdown_table
 
     out = Path(out_dir)
@@ -317,6 +335,8 @@ def write(out_dir: str | Path, run_dirs: list[str]) -> Path:
     acc = load_accuracy(run_dirs)
     if acc.empty:
         raise ValueError("no accuracy records in " + ", ".join(run_dirs))
+    if targets:
+        acc = retarget(acc, targets)
     secs = sections(acc)
     md = ["# Recipes: accuracy of the full recipes", "", "Runs: " + ", ".join(f"`{Path(d).name}`" for d in run_dirs)]
     md += ["", "Final test accuracy (mean over seeds) and training time to the target, per implementation:", ""]
@@ -340,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.recipes", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("run_dirs", nargs="+")
+    ap.add_argument("--target", action="append", default=[], metavar="MODEL=ACC",
+                    help="time to this target accuracy instead of the run's (repeatable)")  # fmt: skip
     args = ap.parse_args(argv)
-    print(write(args.out_dir, args.run_dirs))
+    targets = {k: float(v) for k, v in (t.split("=", 1) for t in args.target)}
+    print(write(args.out_dir, args.run_dirs, targets))
     return 0
 
 

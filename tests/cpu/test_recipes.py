@@ -49,6 +49,13 @@ def test_final_table_interval_time_to_target_and_course_verdict():
     assert verdict["numpy"].startswith("yes") and verdict["torch"].startswith("no")
 
 
+def test_retarget_recomputes_time_to_target_from_the_curve():
+    acc = _acc({"numpy": [[0.90, 0.95, 0.96]], "torch": [[0.90, 0.91, 0.92]]})
+    fin = recipes.final_table(recipes.retarget(acc, {"dnn": 0.95})).set_index("impl")
+    assert fin.loc["numpy", "time_to_target_s"] == 4.0 and fin.loc["numpy", "target"] == 0.95
+    assert fin.loc["torch", "reached"] == "0/1"
+
+
 def test_equivalence_flags_only_a_shift_beyond_the_seed_spread():
     base = [[0.90, 0.95, 0.970], [0.90, 0.95, 0.974], [0.90, 0.95, 0.972]]
     same = [[0.90, 0.95, 0.971], [0.90, 0.95, 0.973], [0.90, 0.95, 0.975]]
