@@ -25,7 +25,8 @@ def specs_main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="python -m bench specs").parse_args(argv)
     for name in preset_names():
         s = preset(name)
-        print(f"{name:<10} {s.num_params():>9,} params  loss={s.loss:<13} {s.description}")
+        opt = f"{s.train.optimizer} lr={s.train.lr:g}"
+        print(f"{name:<10} {s.num_params():>9,} params  loss={s.loss:<13} {opt:<14} init={s.init:<14} {s.description}")
     print()
     for name, (ok, reason) in implementations.available().items():
         print(f"{name:<14} {'available' if ok else 'unavailable'}: {reason}")

@@ -4,7 +4,12 @@ The harness owns the data path: it shuffles with ``numpy.random.default_rng(seed
 permutation per epoch, the same for every backend), slices batches on the host, passes them
 through ``model.to_device`` and calls the backend's own ``train_step``. Evaluation after each
 epoch runs the backend's ``forward`` in batches of ``eval_batch`` over the (sub)set of the test
-set, and computes accuracy and the spec's loss on the host in float64.
+set, and computes accuracy and the spec's loss on the host in float64. Inputs are scaled as the
+course scales them, pixels / 255 as floats, in one place (``bench.data.to_nchw_float``).
+
+Each accuracy seed sets the initial parameters (``init_params(spec, seed)``, the spec's
+initialiser), the data order and the backend's dropout stream (``build(..., seed=seed)``):
+two implementations on one seed share the first two and differ only in their dropout masks.
 
 Budgets (``train_samples``, ``max_steps``, ``test_samples``) are stated in every record, and
 ``extrapolated_epoch_s`` scales the measured training time to a 60,000-sample epoch.
@@ -135,6 +140,8 @@ def train(
                 "extrapolated_epoch_s": epoch_s * FULL_EPOCH / samples if samples else None,
                 "target_acc": budget.target_acc,
                 "time_to_target_s": reached,
+                "optimizer": spec.train.optimizer,
+                "init": spec.init,
             }
         )
     return rows

@@ -9,10 +9,12 @@ and back to these):
 - conv2d W ``(out_channels, in_channels, kh, kw)`` (cross-correlation, as every framework
   computes it), b ``(out_channels,)``.
 
-Initialisation: a layer whose next activation is ``relu`` gets He uniform
-(``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))``); every other layer (sigmoid, tanh,
-softmax) gets Glorot uniform (``U(-sqrt(6 / (fan_in + fan_out)), +...)``, Keras'
-default). Biases are zero, as in Keras, unless ``bias="uniform"`` asks for
+Initialisation follows the spec's ``init``: ``glorot_uniform`` (Keras' default, what the
+course's models get) draws every kernel from Glorot uniform
+(``U(-sqrt(6 / (fan_in + fan_out)), +...)``); ``he_uniform`` gives a kernel whose next
+activation is ``relu`` He uniform (``U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))``) and every
+other kernel Glorot. Both draw the same random stream, only the limits differ. Biases
+are zero, as in Keras, unless ``bias="uniform"`` asks for
 ``U(-0.1, 0.1)``: the agreement check uses that so a bias wired to the wrong axis
 cannot hide behind zeros.
 """
@@ -51,7 +53,7 @@ def init_params(spec: ModelSpec, seed: int = 0, bias: str = "zeros") -> Params:
             else:  # conv (O, I, kh, kw)
                 rf = shape[2] * shape[3]
                 fan_in, fan_out = shape[1] * rf, shape[0] * rf
-            if _next_activation(spec, i) == "relu":
+            if spec.init == "he_uniform" and _next_activation(spec, i) == "relu":
                 limit = np.sqrt(6.0 / fan_in)
             else:
                 limit = np.sqrt(6.0 / (fan_in + fan_out))

@@ -288,6 +288,20 @@ def stability_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     return _sort(t, ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
 
 
+def recipe_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
+    """Final accuracy with binomial intervals, equivalence with NumPy, dnn against the course
+    (``bench.recipes``)."""
+    from bench import recipes
+
+    acc = frames.get("accuracy")
+    if acc is None or acc.empty:
+        return []
+    try:
+        return [Section(t, text, table) for t, text, table in recipes.sections(acc)]
+    except Exception as e:  # analysis of odd records must not lose the report
+        return [Section("Recipes", f"analysis failed: {type(e).__name__}: {e}")]
+
+
 def simple_table(frames: dict[str, pd.DataFrame], kind: str, cols: list[str]) -> pd.DataFrame | None:
     df = frames.get(kind)
     if df is None or df.empty:
@@ -356,6 +370,7 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     acc = accuracy_tables(frames)
     sec.append(Section("Accuracy (final epoch, time to target)", "", acc[1] if acc else None))
     sec.append(Section("Test accuracy per epoch", "", acc[0] if acc else None))
+    sec += recipe_sections(frames)
     sec.append(
         Section(
             "Settings",
@@ -493,22 +508,14 @@ def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
 
 
 def fig_accuracy(frames: dict[str, pd.DataFrame]) -> str | None:
+    """Test accuracy per epoch, a panel per model, a line per implementation (mean over seeds,
+    band min..max) and the course's curve for ``dnn`` (``bench.recipes.fig_curves``)."""
+    from bench.recipes import fig_curves
+
     acc = frames.get("accuracy")
     if acc is None or acc.empty:
         return None
-    a = acc.copy()
-    a["test_acc"] = pd.to_numeric(a["test_acc"], errors="coerce")
-    models = list(a["model"].unique())
-    fig, axes = _subplots(len(models))
-    for ax, m in zip(axes, models, strict=True):
-        d = a[a["model"] == m].groupby(["impl", "epoch"], sort=False)["test_acc"].mean().reset_index()
-        for impl, e in _sort(d, ["impl", "epoch"], _impl_order(frames)).groupby("impl", sort=False):
-            ax.plot(e["epoch"], e["test_acc"], marker="o", label=str(impl))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"{m}: test accuracy per epoch")
-        ax.legend(fontsize=7)
-    return _png(fig)
+    return _png(fig_curves(acc, _impl_order(frames)))
 
 
 def fig_agreement(frames: dict[str, pd.DataFrame]) -> str | None:
@@ -563,7 +570,7 @@ def fig_frac_peak(frames: dict[str, pd.DataFrame]) -> str | None:
 FIGURES = (
     ("Speedup against NumPy (green: validated, red: not)", fig_speedup),
     ("Throughput against batch size", fig_throughput),
-    ("Test accuracy per epoch", fig_accuracy),
+    ("Test accuracy per epoch (band: min..max over seeds; dashed: the course's dnn)", fig_accuracy),
     ("Agreement error per implementation and tensor", fig_agreement),
     ("Fraction of this machine's measured peak", fig_frac_peak),
 )

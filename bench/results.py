@@ -68,6 +68,9 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         # added for the regression gate: size of the evaluated test set (binomial band)
         "test_samples",
         "batch_size",  # training batch size (run helper)
+        "dropout_seed",  # the seed the backend's dropout masks were drawn with (None: not seedable)
+        "optimizer",  # the spec's optimizer (sgd | adam)
+        "init",  # the spec's kernel initialiser
     ),
     # this machine's measured peak: a large GEMM in each of the run's dtypes, timed in the same
     # run before ("when": "before") and after ("after") the cases; gflops from the best round,

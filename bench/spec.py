@@ -61,11 +61,30 @@ class Layer:
         return {"type": self.type, **self.args}
 
 
+OPTIMIZERS = ("sgd", "adam")
+INITS = ("glorot_uniform", "he_uniform")
+# Keras' defaults for ``keras.optimizers.Adam``; a spec may override them.
+ADAM_DEFAULTS = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """``optimizer``: ``sgd`` (plain, ``w -= lr * g``) or ``adam`` (Keras' form: see
+    ``implementations.optim``); ``beta_1``/``beta_2``/``epsilon`` are Adam's."""
+
     lr: float
     batch_size: int
     epochs: int
+    optimizer: str = "sgd"
+    beta_1: float = ADAM_DEFAULTS["beta_1"]
+    beta_2: float = ADAM_DEFAULTS["beta_2"]
+    epsilon: float = ADAM_DEFAULTS["epsilon"]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs}
+        if self.optimizer != "sgd":
+            d.update(optimizer=self.optimizer, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return d
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,9 @@ class ModelSpec:
     layers: tuple[Layer, ...]
     train: TrainConfig
     description: str = ""
+    # Kernel initialiser (biases are zero): ``glorot_uniform`` for every kernel (Keras'
+    # default), or ``he_uniform`` for kernels followed by relu (Glorot for the others).
+    init: str = "glorot_uniform"
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -85,7 +107,7 @@ class ModelSpec:
         for key in ("name", "input_shape", "loss", "layers", "train"):
             if key not in d:
                 raise SpecError(f"spec: missing field {key!r}")
-        unknown = set(d) - {"name", "input_shape", "loss", "layers", "train", "description"}
+        unknown = set(d) - {"name", "input_shape", "loss", "layers", "train", "description", "init"}
         if unknown:
             raise SpecError(f"spec: unknown fields {sorted(unknown)}")
         shape = d["input_shape"]
@@ -100,6 +122,9 @@ class ModelSpec:
         if not isinstance(d["layers"], (list, tuple)) or not d["layers"]:
             raise SpecError("spec: layers must be a non-empty list")
         layers = tuple(_parse_layer(i, ld) for i, ld in enumerate(d["layers"]))
+        init = d.get("init", "glorot_uniform")
+        if init not in INITS:
+            raise SpecError(f"spec: init must be one of {INITS}, got {init!r}")
         spec = cls(
             name=str(d["name"]),
             input_shape=tuple(shape),  # type: ignore[arg-type]
@@ -107,6 +132,7 @@ class ModelSpec:
             layers=layers,
             train=_parse_train(d["train"]),
             description=str(d.get("description", "")),
+            init=init,
         )
         spec.shapes()  # validates shapes; raises SpecError
         return spec
@@ -117,11 +143,8 @@ class ModelSpec:
             "input_shape": list(self.input_shape),
             "loss": self.loss,
             "layers": [layer.to_dict() for layer in self.layers],
-            "train": {
-                "lr": self.train.lr,
-                "batch_size": self.train.batch_size,
-                "epochs": self.train.epochs,
-            },
+            "train": self.train.to_dict(),
+            "init": self.init,
         }
         if self.description:
             d["description"] = self.description
@@ -262,9 +285,18 @@ def _parse_train(t: Any) -> TrainConfig:
     for key in ("lr", "batch_size", "epochs"):
         if key not in t:
             raise SpecError(f"train: missing field {key!r}")
-    extra = set(t) - {"lr", "batch_size", "epochs"}
+    extra = set(t) - {"lr", "batch_size", "epochs", "optimizer", *ADAM_DEFAULTS}
     if extra:
         raise SpecError(f"train: unknown fields {sorted(extra)}")
+    opt = t.get("optimizer", "sgd")
+    if opt not in OPTIMIZERS:
+        raise SpecError(f"train: optimizer must be one of {OPTIMIZERS}, got {opt!r}")
+    if opt == "sgd" and set(t) & set(ADAM_DEFAULTS):
+        raise SpecError(f"train: {sorted(set(t) & set(ADAM_DEFAULTS))} apply to adam only")
+    adam = {k: t.get(k, v) for k, v in ADAM_DEFAULTS.items()}
+    for k, v in adam.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1):
+            raise SpecError(f"train: {k} must be a number in (0, 1), got {v!r}")
     lr, bs, ep = t["lr"], t["batch_size"], t["epochs"]
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise SpecError(f"train: lr must be a positive number, got {lr!r}")
@@ -272,7 +304,7 @@ def _parse_train(t: Any) -> TrainConfig:
         raise SpecError(f"train: batch_size must be a positive int, got {bs!r}")
     if not isinstance(ep, int) or isinstance(ep, bool) or ep <= 0:
         raise SpecError(f"train: epochs must be a positive int, got {ep!r}")
-    return TrainConfig(float(lr), bs, ep)
+    return TrainConfig(float(lr), bs, ep, opt, *(float(adam[k]) for k in ADAM_DEFAULTS))
 
 
 def _infer(i: int, layer: Layer, shape: Shape, last: bool) -> Shape:

@@ -257,21 +257,23 @@ class Case:
         from bench.accuracy import AccuracyBudget, train
         from bench.data import mnist_arrays
         from bench.params import init_params
+        from implementations.base import build_seeded
 
         emit(phase="accuracy: loading MNIST")
         data = mnist_arrays(self.run.get("data_dir"), dtype=self.dtype)
         budget = AccuracyBudget.from_profile(self.profile["accuracy"], self.spec)
         for seed in [int(s) for s in self.profile.get("seeds", [0])]:
             params = init_params(self.spec, seed)
-            epochs = train(
-                lambda p=params: self.module.build(self.spec, p, self.dtype),
-                data,
-                self.spec,
-                budget,
-                seed,
-                progress=lambda s: emit(phase=s),
-            )
-            self.write([self.record("accuracy", validated=self.validated, **_finite_dict(r)) for r in epochs])
+            dropout_seed: list[int | None] = []
+
+            def build(p: dict = params, s: int = seed, seen: list = dropout_seed) -> Any:
+                model, used = build_seeded(self.module, self.spec, p, self.dtype, s)
+                seen.append(used)
+                return model
+
+            epochs = train(build, data, self.spec, budget, seed, progress=lambda s: emit(phase=s))
+            extra = {"dropout_seed": dropout_seed[0] if dropout_seed else None}
+            self.write([self.record("accuracy", validated=self.validated, **_finite_dict(r), **extra) for r in epochs])
         return []
 
 

@@ -7,7 +7,8 @@ importing its framework at module level:
   filter on and say why;
 - ``available() -> (ok, reason)``: never raises; the reason is the real one (the
   exception text of a failed import or device query);
-- ``build(spec, params, dtype) -> Model`` with ``dtype`` ``"float32"`` or ``"float64"``;
+- ``build(spec, params, dtype, seed=0) -> Model`` with ``dtype`` ``"float32"`` or
+  ``"float64"``; ``seed`` seeds the model's dropout masks (two seeds, two mask streams);
   anything it cannot do raises ``NotImplementedError`` with a reason;
 - ``settings() -> dict``: what changes its numbers (threads, compute dtype, device,
   library versions, oneDNN/TF32 state, ...), for the report.
@@ -48,14 +49,22 @@ class Model(abc.ABC):
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         """One in-place plain-SGD update, dropout off; returns the loss before it."""
 
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One in-place step of the spec's own optimizer (``spec.train.optimizer``) at the
+        spec's learning rate, dropout off, deterministic; returns the loss before it. For
+        SGD it is ``sgd_step`` at ``spec.train.lr``; a backend supporting Adam overrides it."""
+        if self.spec.train.optimizer == "sgd":
+            return self.sgd_step(x, y, self.spec.train.lr)
+        raise NotImplementedError(f"{type(self).__name__}: optimizer {self.spec.train.optimizer!r} not supported")
+
     @abc.abstractmethod
     def params(self) -> dict[str, np.ndarray]:
         """Current parameters, canonical layout, on the host."""
 
     @abc.abstractmethod
     def train_step(self, x: Any, y: Any) -> None:
-        """The backend's fastest idiomatic training step (dropout on, lr from the spec)
-        on batches already passed through ``to_device``."""
+        """The backend's fastest idiomatic training step with the spec's optimizer (dropout
+        on, lr from the spec) on batches already passed through ``to_device``."""
 
     def to_device(self, x: np.ndarray) -> Any:
         """Move/convert a host batch (images or labels) to what ``train_step`` takes."""
@@ -68,6 +77,16 @@ class Model(abc.ABC):
         """Output of every layer (canonical layout, dropout off), for locating the first
         layer that diverges. Optional."""
         raise NotImplementedError(f"{type(self).__name__} does not expose activations")
+
+
+def build_seeded(module: Any, spec: ModelSpec, params: dict, dtype: str, seed: int) -> tuple[Model, int | None]:
+    """``module.build`` with its dropout seeded: ``(model, seed)``, or ``(model, None)`` for a
+    backend whose ``build`` takes no ``seed`` (built as it is, its masks not seeded by us)."""
+    import inspect
+
+    if "seed" in inspect.signature(module.build).parameters:
+        return module.build(spec, params, dtype, seed=seed), seed
+    return module.build(spec, params, dtype), None
 
 
 def check_supported(

@@ -72,7 +72,7 @@ def available() -> tuple[bool, str]:
     return True, f"cupy {cupy.__version__} on {device}"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     ok, reason = available()
     if not ok:
         raise CupyUnavailable(f"cupy backend unavailable: {reason}")
@@ -80,7 +80,7 @@ def build(spec, params, dtype: str = "float32"):
 
     from .model import CupyModel
 
-    return CupyModel(spec, params, dtype, xp=cupy)
+    return CupyModel(spec, params, dtype, xp=cupy, seed=seed)
 
 
 def settings() -> dict:

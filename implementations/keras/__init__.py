@@ -16,10 +16,10 @@ def available() -> tuple[bool, str]:
         return False, f"keras/tensorflow unavailable: {type(e).__name__}: {e}"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import KerasModel
 
-    return KerasModel(spec, params, dtype)
+    return KerasModel(spec, params, dtype, seed=seed)
 
 
 def settings() -> dict:

@@ -17,6 +17,16 @@ probability clipping never applies to our models: softmax and cross-entropy are 
 
 float64: every layer, the loss and the optimizer are built under ``floatx = float64`` (the
 optimizer's learning-rate variable takes floatx; a float32 ``0.1`` would be off by 1.5e-9).
+
+Adam: ``keras.optimizers.Adam`` computes ``beta ** t`` from ``ops.cast(self.beta_1, dtype)``,
+and Keras converts a Python float to a float32 tensor before that cast: with the default
+Python-float betas a float64 model's step size ``lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``
+uses 0.8999999761581421 and 0.9990000128746033, and its first step is 6.7e-6 (relative) off
+the spec's formula (measured: a constant ratio 0.99999332 on every element; the moments are
+exact). Passing the betas and epsilon as NumPy scalars of the model's dtype makes the cast
+exact (the same check then gives 0.0 over 3 steps), so the built-in optimizer is kept.
+
+Dropout layers get seeds derived from the ``seed`` given at build (``seed * 1000 + layer``).
 """
 
 from __future__ import annotations
@@ -52,13 +62,13 @@ def floatx(dtype: str) -> Iterator[None]:
         keras.config.set_floatx(old)
 
 
-def build_sequential(spec: ModelSpec, dtype: str) -> Any:
+def build_sequential(spec: ModelSpec, dtype: str, seed: int = 0) -> Any:
     """One Keras layer per spec layer (``model.layers[i]`` is spec layer ``i``)."""
     keras = keras_tf()[1]
     L = keras.layers
     c, h, w = spec.input_shape
     layers: list[Any] = [keras.Input(shape=(h, w, c), dtype=dtype)]
-    for layer in spec.layers:
+    for i, layer in enumerate(spec.layers):
         kind = layer.type
         if kind == "conv2d":
             layers.append(L.Conv2D(layer.filters, layer.kernel, padding=layer.padding, dtype=dtype))
@@ -69,7 +79,7 @@ def build_sequential(spec: ModelSpec, dtype: str) -> Any:
         elif kind == "dense":
             layers.append(L.Dense(layer.units, dtype=dtype))
         elif kind == "dropout":
-            layers.append(L.Dropout(layer.rate, dtype=dtype))
+            layers.append(L.Dropout(layer.rate, seed=seed * 1000 + i, dtype=dtype))
         else:
             layers.append(L.Activation(kind, dtype=dtype))
     return keras.Sequential(layers, name=spec.name.replace("-", "_"))
@@ -78,7 +88,7 @@ def build_sequential(spec: ModelSpec, dtype: str) -> Any:
 class KerasModel(Model):
     backend = "keras"
 
-    def __init__(self, spec: ModelSpec, params: dict, dtype: str, train_step: str = DEFAULT_TRAIN_STEP):
+    def __init__(self, spec: ModelSpec, params: dict, dtype: str, train_step: str = DEFAULT_TRAIN_STEP, seed: int = 0):
         check_supported(self.backend, spec, dtype, layers=LAYERS)
         check_params(spec, params)
         if train_step not in TRAIN_STEPS:
@@ -87,9 +97,10 @@ class KerasModel(Model):
         self.spec, self.dtype, self.train_step_kind = spec, dtype, train_step
         self.perms = {i: nchw_to_nhwc_rows(spec, i) for i, la in enumerate(spec.layers) if la.type == "dense"}
         with floatx(dtype):
-            self.model = build_sequential(spec, dtype)
+            self.model = build_sequential(spec, dtype, seed)
             self.loss_fn = self._make_loss()
             self.sgd = self.keras.optimizers.SGD(learning_rate=spec.train.lr)
+            self.spec_opt = self._make_optimizer()  # optimizer_step's own state
             self._load(params)
             self._build_train_step()
         # Trainable variables in canonical order: kernel, bias of each param layer.
@@ -102,6 +113,15 @@ class KerasModel(Model):
         if self.spec.loss == "cross_entropy":
             return losses.CategoricalCrossentropy(dtype=self.dtype)
         return losses.MeanSquaredError(dtype=self.dtype)
+
+    def _make_optimizer(self) -> Any:
+        """The spec's optimizer; Adam's hyperparameters as scalars of the model's dtype (see
+        the module docstring)."""
+        tr, opts = self.spec.train, self.keras.optimizers
+        if tr.optimizer == "sgd":
+            return opts.SGD(learning_rate=tr.lr)
+        t = np.dtype(self.dtype).type
+        return opts.Adam(learning_rate=tr.lr, beta_1=t(tr.beta_1), beta_2=t(tr.beta_2), epsilon=t(tr.epsilon))
 
     # ------------------------------------------------------------------ parameters
     def _param_layers(self) -> list[tuple[int, Any]]:
@@ -140,9 +160,9 @@ class KerasModel(Model):
         """``train_on_batch*``: ``model.compile`` + ``train_on_batch`` (Keras' own loop);
         ``tf_function*``: a ``tf.function`` with GradientTape + ``optimizer.apply``.
         ``*_xla`` compiles the step with XLA (``jit_compile=True``)."""
-        tf, keras = self.tf, self.keras
+        tf = self.tf
         xla = self.train_step_kind.endswith("_xla")
-        opt = keras.optimizers.SGD(learning_rate=self.spec.train.lr)
+        opt = self._make_optimizer()
         if self.train_step_kind.startswith("train_on_batch"):
             self.model.compile(optimizer=opt, loss=self._make_loss(), jit_compile=xla)
             self._train = self.model.train_on_batch
@@ -203,6 +223,13 @@ class KerasModel(Model):
         loss, grads = self._loss_grads(x, y)
         self.sgd.learning_rate = lr  # assigns the optimizer's lr variable (float64 for float64 models)
         self.sgd.apply(grads, self.vars)
+        return float(loss)
+
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        if self.spec.train.optimizer == "sgd":
+            return self.sgd_step(x, y, self.spec.train.lr)
+        loss, grads = self._loss_grads(x, y)
+        self.spec_opt.apply(grads, self.vars)
         return float(loss)
 
     def params(self) -> dict[str, np.ndarray]:

@@ -24,10 +24,10 @@ def available() -> tuple[bool, str]:
         return False, f"import numba failed: {type(e).__name__}: {e}"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import NumbaModel
 
-    return NumbaModel(spec, params, dtype)
+    return NumbaModel(spec, params, dtype, seed=seed)
 
 
 def settings() -> dict:

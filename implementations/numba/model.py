@@ -5,7 +5,8 @@ Internal layouts as in the NumPy reference: images NHWC (converted at the input 
 followed by sigmoid/relu/tanh applies bias + activation in one pass forward, and the
 activation gradient + bias gradient in one pass backward; dropout draws and applies its
 mask in one pass; softmax is fused with cross-entropy. Gradients are computed for every
-layer, then applied (plain SGD, in place).
+layer, then applied in place (plain SGD, or Adam through the shared
+``implementations.optim.Adam``, NumPy ops on the same arrays).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bench.params import check_params
 from bench.spec import ModelSpec
 from bench.threads import configured_threads
 from implementations.base import Model, check_supported
+from implementations.optim import make_adam
 
 from . import kernels as K
 
@@ -53,7 +55,7 @@ class NumbaModel(Model):
         self.lr = np.dtype(dtype).type(spec.train.lr)
         self.w: dict[str, np.ndarray] = {}
         for name, value in params.items():
-            a = np.asarray(value, dtype=dtype)
+            a = np.array(value, dtype=dtype)  # a copy: the caller's params are never updated
             if a.ndim == 4:  # (O, C, kh, kw) -> (O, kh*kw*C)
                 a = a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
             self.w[name] = np.ascontiguousarray(a)
@@ -61,6 +63,7 @@ class NumbaModel(Model):
         self.need_dx = [i > first for i in range(len(self.layers))]
         self.threads = set_threads()
         self.key = seed << 32  # dropout counter: each mask draws from a fresh key
+        self.adam = make_adam(spec.train)  # None: plain SGD
 
     # ------------------------------------------------------------------ forward
     def _param_forward(self, i: int, x, code: int):
@@ -210,10 +213,21 @@ class NumbaModel(Model):
         return float(loss)
 
     def params(self) -> dict[str, np.ndarray]:
-        return {k: self._canonical(k, v) for k, v in sorted(self.w.items())}
+        return {k: self._canonical(k, v.copy()) for k, v in sorted(self.w.items())}  # not views of live weights
+
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        if self.adam is None:
+            return self.sgd_step(x, y, self.spec.train.lr)
+        loss, grads = self._step(self.to_device(x), self.to_device(y), False, None)
+        self.adam.update(self.w, grads)
+        return float(loss)
 
     def train_step(self, x, y) -> None:
-        self._step(x, y, True, self.lr)
+        if self.adam is None:
+            self._step(x, y, True, self.lr)
+        else:
+            _, grads = self._step(x, y, True, None)
+            self.adam.update(self.w, grads)
 
 
 ACTS = tuple(K.ACT_CODES)

@@ -18,10 +18,10 @@ def available() -> tuple[bool, str]:
         return False, f"import numpy failed: {type(e).__name__}: {e}"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import XpModel
 
-    return XpModel(spec, params, dtype)
+    return XpModel(spec, params, dtype, seed=seed)
 
 
 def settings() -> dict:

@@ -17,6 +17,7 @@ import numpy as np
 from bench.params import check_params
 from bench.spec import ModelSpec
 from implementations.base import Model, check_supported
+from implementations.optim import make_adam
 
 from . import cnn, mlp
 
@@ -32,7 +33,8 @@ class XpModel(Model):
         self.spec, self.dtype, self.xp = spec, dtype, xp
         self.layers = spec.layers
         self.in_shapes = spec.input_shapes()
-        self.rng = xp.random.default_rng(seed)
+        self.rng = xp.random.default_rng(seed)  # dropout masks
+        self.adam = make_adam(spec.train)  # None: plain SGD
         self.w: dict[str, Any] = {}
         for name, value in params.items():
             i = int(name.split(".")[0])
@@ -55,7 +57,7 @@ class XpModel(Model):
         i = int(name.split(".")[0])
         if name.endswith(".W") and self.layers[i].type == "conv2d":
             a = cnn.conv_weight_out(a, self.in_shapes[i][0], self.layers[i].kernel)
-        out = a.get() if hasattr(a, "get") else np.asarray(a)
+        out = a.get() if hasattr(a, "get") else np.array(a)  # a copy, not a view of live weights
         return np.ascontiguousarray(out)
 
     # ------------------------------------------------------------------ passes
@@ -183,8 +185,19 @@ class XpModel(Model):
     def to_device(self, x: np.ndarray):
         return self._to_internal(x)
 
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        if self.adam is None:
+            return self.sgd_step(x, y, self.spec.train.lr)
+        loss, grads = self._step(self._to_internal(x), self.xp.asarray(y, dtype=self.dtype), False, None)
+        self.adam.update(self.w, grads)
+        return float(loss)
+
     def train_step(self, x, y) -> None:
-        self._step(x, y, True, self.spec.train.lr)
+        if self.adam is None:
+            self._step(x, y, True, self.spec.train.lr)
+        else:
+            _, grads = self._step(x, y, True, None)
+            self.adam.update(self.w, grads)
 
 
 class XpModelView(XpModel):

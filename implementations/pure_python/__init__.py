@@ -19,10 +19,10 @@ def available() -> tuple[bool, str]:
     return True, f"CPython {sys.version.split()[0]}, standard library only; computes in float64 for any dtype"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import PurePythonModel
 
-    return PurePythonModel(spec, params, dtype)
+    return PurePythonModel(spec, params, dtype, seed=seed)
 
 
 def settings() -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from bench.params import check_params
 from bench.spec import ModelSpec
 from implementations.base import Model, check_supported
+from implementations.optim import adam_step_size
 
 from . import ops
 
@@ -37,7 +38,9 @@ class PurePythonModel(Model):
         check_params(spec, params)
         self.spec, self.dtype, self.layers = spec, dtype, spec.layers
         self.in_shapes, self.out_shapes = spec.input_shapes(), spec.shapes()
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # dropout masks
+        self.adam_t = 0  # Adam's step count; its moments, in the update layout, per name
+        self.adam_mv: dict[str, tuple[Any, Any]] = {}
         self.w: dict[str, Any] = {}  # layout the update works on
         self.wt: dict[str, Any] = {}  # the transposed copy
         for name, value in params.items():
@@ -143,6 +146,34 @@ class PurePythonModel(Model):
                 self.w[name] = ops.axpy_rows(self.w[name], g, lr)
                 self.wt[name] = ops.transpose(self.w[name])
 
+    def _adam(self, grads: dict) -> None:
+        """Keras' Adam on the update layout (row by row for kernels); the transposed copy is
+        rebuilt as in ``_update``."""
+        tr = self.spec.train
+        self.adam_t += 1
+        alpha, hp = adam_step_size(tr, self.adam_t), (tr.beta_1, tr.beta_2, tr.epsilon)
+        for name, g in grads.items():
+            rows = not name.endswith(".b")
+            w, gr = (self.w[name], g) if rows else ([self.w[name]], [g])
+            zeros = [[0.0] * len(r) for r in gr]
+            m, v = self.adam_mv.get(name, (zeros, [list(r) for r in zeros]))
+            new = [ops.adam(*t, alpha, hp) for t in zip(w, gr, m, v, strict=True)]
+            w = [r[0] for r in new]
+            self.adam_mv[name] = ([r[1] for r in new], [r[2] for r in new])
+            if rows:
+                self.w[name], self.wt[name] = w, ops.transpose(w)
+            else:
+                self.w[name] = w[0]
+
+    def _optimize(self, x, y, train: bool) -> float:
+        """Forward, backward and one step of the spec's optimizer."""
+        if self.spec.train.optimizer == "sgd":
+            loss, _ = self._step(x, y, train, self.spec.train.lr)
+        else:
+            loss, grads = self._step(x, y, train, None)
+            self._adam(grads)
+        return loss
+
     # ------------------------------------------------------------------ conversions
     def _canonical(self, i: int, name: str, rows) -> np.ndarray:
         """Update-layout rows (weights or their gradients) -> canonical NumPy array."""
@@ -192,5 +223,8 @@ class PurePythonModel(Model):
     def params(self) -> dict[str, np.ndarray]:
         return {k: self._canonical(int(k.split(".")[0]), k, v) for k, v in sorted(self.w.items())}
 
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(self._optimize(self.to_device(x), self.to_device(y), False))
+
     def train_step(self, x, y) -> None:
-        self._step(x, y, True, self.spec.train.lr)
+        self._optimize(x, y, True)

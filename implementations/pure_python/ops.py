@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from itertools import repeat
-from math import exp, log, tanh
+from math import exp, log, sqrt, tanh
 from operator import add, mul, sub
 
 Rows = list[list[float]]
@@ -37,6 +37,16 @@ def axpy_rows(w: Rows, g: Rows, lr: float) -> Rows:
 
 def axpy(w: list[float], g: list[float], lr: float) -> list[float]:
     return list(map(sub, w, map(mul, g, repeat(lr))))
+
+
+def adam(w: list[float], g: list[float], m: list[float], v: list[float], alpha: float, hp: tuple):
+    """Keras' Adam on one flat list (see ``implementations.optim``): returns new
+    ``(w, m, v)``; ``hp`` is ``(beta_1, beta_2, epsilon)``."""
+    b1, b2, eps = hp
+    m = [mi + (gi - mi) * (1.0 - b1) for mi, gi in zip(m, g, strict=True)]
+    v = [vi + (gi * gi - vi) * (1.0 - b2) for vi, gi in zip(v, g, strict=True)]
+    w = [wi - (alpha * mi) / (sqrt(vi) + eps) for wi, mi, vi in zip(w, m, v, strict=True)]
+    return w, m, v
 
 
 # ---------------------------------------------------------------------- dense

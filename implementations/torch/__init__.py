@@ -19,10 +19,10 @@ def available() -> tuple[bool, str]:
         return False, f"import torch failed: {type(e).__name__}: {e}"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import TorchModel
 
-    return TorchModel(spec, params, dtype, device="cpu")
+    return TorchModel(spec, params, dtype, device="cpu", seed=seed)
 
 
 def settings() -> dict:

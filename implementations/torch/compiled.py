@@ -31,10 +31,10 @@ def available() -> tuple[bool, str]:
     return True, f"torch {torch.__version__} compile (inductor, {cxx})"
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     from .model import TorchModel
 
-    return TorchModel(spec, params, dtype, device="cpu", compile=True)
+    return TorchModel(spec, params, dtype, device="cpu", compile=True, seed=seed)
 
 
 def settings() -> dict:

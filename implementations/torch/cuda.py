@@ -30,14 +30,14 @@ def disable_tf32() -> None:
     torch.set_float32_matmul_precision("highest")
 
 
-def build(spec, params, dtype: str = "float32"):
+def build(spec, params, dtype: str = "float32", seed: int = 0):
     ok, reason = available()
     if not ok:
         raise NotImplementedError(f"torch-cuda: {reason}")
     disable_tf32()
     from .model import TorchModel
 
-    return TorchModel(spec, params, dtype, device="cuda")
+    return TorchModel(spec, params, dtype, device="cuda", seed=seed)
 
 
 def settings() -> dict:

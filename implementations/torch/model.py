@@ -1,4 +1,5 @@
-"""PyTorch network: a ``torch.nn.Sequential`` built from the spec, autograd, ``torch.optim.SGD``.
+"""PyTorch network: a ``torch.nn.Sequential`` built from the spec, autograd, ``torch.optim.SGD``
+or Keras' Adam written in torch ops.
 
 Layouts: images stay NCHW (PyTorch's own), conv W is already canonical ``(O, I, kh, kw)``;
 dense W is transposed to PyTorch's ``(out, in)`` on the way in and back on the way out.
@@ -14,6 +15,13 @@ all elements) back-propagates through it.
 ``torch.compile``: one graph for forward + loss (backward via AOTAutograd), the
 optimizer step stays eager. Compilation happens at the first call of each mode
 (train / eval / forward-only) and its wall time is recorded in ``compile_seconds``.
+
+Adam: ``torch.optim.Adam`` adds epsilon to ``sqrt(v / (1 - beta_2**t))``, Keras (the spec)
+to ``sqrt(v)`` after folding the bias corrections into the step size; its float64
+trajectory differs from the spec's beyond rounding (``tests/cpu/test_torch.py`` shows it), so
+``_adam_update`` writes Keras' formula with in-place torch ops on the parameters.
+
+Dropout draws from torch's global generator, seeded with ``seed`` at build.
 """
 
 from __future__ import annotations
@@ -77,17 +85,23 @@ def build_sequential(spec: ModelSpec, logits_out: bool) -> nn.Sequential:
 class TorchModel(Model):
     backend = "torch"
 
-    def __init__(self, spec: ModelSpec, params: dict, dtype: str, device: str = "cpu", compile: bool = False):
+    def __init__(
+        self, spec: ModelSpec, params: dict, dtype: str, device: str = "cpu", compile: bool = False, seed: int = 0
+    ):
         check_supported(self.backend, spec, dtype, layers=LAYERS)
         check_params(spec, params)
         self.spec, self.dtype, self.device = spec, dtype, torch.device(device)
         self.tdtype = TORCH_DTYPES[dtype]
         self.threads = configure_threads()
+        torch.manual_seed(seed)  # dropout masks (nn.Dropout takes no generator of its own)
         self.fused_ce = spec.loss == "cross_entropy"
         self.net = build_sequential(spec, logits_out=self.fused_ce).to(device=self.device, dtype=self.tdtype)
         self._load(params)
         self.loss_fn = nn.CrossEntropyLoss() if self.fused_ce else nn.MSELoss()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=spec.train.lr)
+        self.adam = spec.train.optimizer == "adam"
+        self.adam_t = 0
+        self.adam_mv = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.net.parameters()]
         self.compiled = compile
         self.compile_seconds: dict[str, float] = {}
         self._fwd: Any = self.net
@@ -111,7 +125,7 @@ class TorchModel(Model):
 
     def _canonical(self, name: str, t: torch.Tensor) -> np.ndarray:
         """A weight or gradient tensor -> canonical host array (dense W back to (in, out))."""
-        a = t.detach().cpu().numpy()
+        a = t.detach().cpu().numpy().copy()  # on CPU .numpy() shares the live tensor's memory
         i = int(name.split(".")[0])
         if name.endswith(".W") and self.spec.layers[i].type == "dense":
             a = a.T  # (out, in) -> (in, out)
@@ -191,6 +205,32 @@ class TorchModel(Model):
         group["lr"] = self.spec.train.lr
         return loss
 
+    @torch.no_grad()
+    def _adam_update(self) -> None:
+        """Keras' Adam (``implementations.optim``) on every parameter's ``.grad``, in place."""
+        from implementations.optim import adam_step_size
+
+        tr = self.spec.train
+        self.adam_t += 1
+        alpha = adam_step_size(tr, self.adam_t)
+        for p, (m, v) in zip(self.net.parameters(), self.adam_mv, strict=True):
+            g = p.grad
+            m.add_((g - m) * (1.0 - tr.beta_1))
+            v.add_((g * g - v) * (1.0 - tr.beta_2))
+            p.sub_((alpha * m) / (v.sqrt() + tr.epsilon))
+
+    def _opt_step(self) -> None:
+        """The spec's optimizer on the gradients in ``.grad``."""
+        if self.adam:
+            self._adam_update()
+        else:
+            self.opt.step()
+
+    def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        loss = self._grads(x, y)
+        self._opt_step()
+        return loss
+
     def params(self) -> dict[str, np.ndarray]:
         return {name: self._canonical(name, p) for name, p in self._named()}
 
@@ -203,7 +243,7 @@ class TorchModel(Model):
         self.opt.zero_grad(set_to_none=True)
         loss = self._timed("train", self._fwd_loss, x, y)
         loss.backward()
-        self.opt.step()
+        self._opt_step()
 
     def sync(self) -> None:
         if self.device.type == "cuda":

@@ -17,6 +17,27 @@ def settings():
     return {"device": "cpu"}
 
 
+class TorchEpsilonAdam:
+    """``torch.optim.Adam``'s update: epsilon added to ``sqrt(v / (1 - beta_2**t))``, i.e.
+    after the bias correction of ``v``, not to ``sqrt(v)`` as Keras (the spec) does."""
+
+    def __init__(self, train):
+        from implementations.optim import Adam
+
+        self.inner = Adam(train)
+
+    def update(self, w, grads):
+        a, tr = self.inner, self.inner.train
+        a.t += 1
+        for name, g in grads.items():
+            m = a.m.setdefault(name, np.zeros_like(g))
+            v = a.v.setdefault(name, np.zeros_like(g))
+            m += (g - m) * (1 - tr.beta_1)
+            v += (g * g - v) * (1 - tr.beta_2)
+            denom = np.sqrt(v) / np.sqrt(1 - tr.beta_2**a.t) + tr.epsilon
+            w[name] -= tr.lr / (1 - tr.beta_1**a.t) * m / denom
+
+
 def build(spec, params, dtype):
     from implementations.numpy.model import XpModel
 
@@ -46,6 +67,8 @@ def build(spec, params, dtype):
             return loss, g
 
         model.loss_and_grads = loss_and_grads
+    if kind == "torch_adam_epsilon":  # Adam with epsilon placed the PyTorch way
+        model.adam = TorchEpsilonAdam(spec.train)
     if kind == "float16_out":
         orig3 = model.forward
         model.forward = lambda x: orig3(x).astype(np.float16)

@@ -37,9 +37,24 @@ def _loss(torch, spec, out, logits, y):
     return -(y * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def _adam(torch, train, w, gs, state):
+    """Keras' Adam (keras.optimizers.Adam's documented update), written here from its
+    formula: bias corrections in the step size, epsilon added to sqrt(v)."""
+    state["t"] += 1
+    t = state["t"]
+    lr_t = train.lr * (1 - train.beta_2**t) ** 0.5 / (1 - train.beta_1**t)
+    for (name, p), g in zip(w.items(), gs, strict=True):
+        m = state["m"].setdefault(name, torch.zeros_like(g))
+        v = state["v"].setdefault(name, torch.zeros_like(g))
+        m.mul_(train.beta_1).add_((1 - train.beta_1) * g)
+        v.mul_(train.beta_2).add_((1 - train.beta_2) * g * g)
+        p -= lr_t * m / (torch.sqrt(v) + train.epsilon)
+
+
 def oracle(spec, params, x, y, steps_batches=(), lr=None):
-    """forward probabilities, loss, gradients, the losses of SGD steps on
-    ``steps_batches`` and the params after them, all float64 NumPy."""
+    """forward probabilities, loss, gradients, the losses of the spec's optimizer steps
+    (SGD at ``lr``, default the spec's, or Adam) on ``steps_batches`` and the params after
+    them, all float64 NumPy."""
     import torch
 
     w = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
@@ -54,13 +69,17 @@ def oracle(spec, params, x, y, steps_batches=(), lr=None):
         "step_losses": [],
     }
     lr = spec.train.lr if lr is None else lr
+    adam = {"t": 0, "m": {}, "v": {}}
     for xb, yb in steps_batches:
         o, lg = _forward(torch, spec, w, torch.tensor(xb))
         step_loss = _loss(torch, spec, o, lg, torch.tensor(yb))
         gs = torch.autograd.grad(step_loss, list(w.values()))
         with torch.no_grad():
-            for t, g in zip(w.values(), gs, strict=True):
-                t -= lr * g
+            if spec.train.optimizer == "adam":
+                _adam(torch, spec.train, w, gs, adam)
+            else:
+                for t, g in zip(w.values(), gs, strict=True):
+                    t -= lr * g
         result["step_losses"].append(float(step_loss))
     result["params"] = {k: t.detach().numpy().copy() for k, t in w.items()}
     return result

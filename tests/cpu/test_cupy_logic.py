@@ -453,3 +453,17 @@ def test_negative_control_mutated_cuda_source_fails(original, mutant, check):
         assert not np.array_equal(emu.im2col(x, 3, "same")[0], cols)
     else:
         assert not np.allclose(emu.col2im(cols, x.shape, 3, "same"), cnn.col2im(cols, x.shape, 3, "same"))
+
+
+def test_cupy_model_runs_the_shared_adam():
+    """CupyModel inherits XpModel's Adam (``implementations.optim``): with ``xp=numpy`` its
+    3-step float64 trajectory on ``dnn`` matches the NumPy reference's."""
+    spec = preset("dnn")
+    params = init_params(spec, 0, bias="uniform")
+    model, ref = twin_build(spec, params, "float64"), XpModel(spec, params, "float64")
+    for k in range(3):
+        x, y = batch(spec, 4, k)
+        assert model.optimizer_step(x, y) == pytest.approx(ref.optimizer_step(x, y), rel=1e-12)
+    got, want = model.params(), ref.params()
+    assert model.adam is not None and model.adam.t == 3
+    assert all(np.abs(got[k] - want[k]).max() <= 1e-12 * np.abs(want[k]).max() for k in want)

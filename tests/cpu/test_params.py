@@ -20,7 +20,7 @@ def test_names_shapes_dtype_and_reproducibility(name):
 
 
 def test_glorot_for_sigmoid_he_for_relu():
-    mlp, cnn = init_params(preset("mlp"), 0), init_params(preset("cnn"), 0)
+    mlp, cnn = init_params(preset("mlp"), 0), init_params(preset("cnn").replace(init="he_uniform"), 0)
     # dense 784 -> 800 followed by sigmoid: Glorot limit sqrt(6 / 1584)
     assert np.abs(mlp["1.W"]).max() <= np.sqrt(6 / 1584) and np.abs(mlp["1.W"]).max() > 0.9 * np.sqrt(6 / 1584)
     # conv 1 -> 32, 3x3 followed by relu: He limit sqrt(6 / 9)
@@ -28,6 +28,16 @@ def test_glorot_for_sigmoid_he_for_relu():
     assert np.abs(cnn["0.W"]).max() <= np.sqrt(6 / 9)
     assert not mlp["1.b"].any()
     assert init_params(preset("mlp"), 0, bias="uniform")["1.b"].any()
+
+
+def test_glorot_uniform_is_the_course_default():
+    spec = preset("cnn")
+    assert spec.init == "glorot_uniform" and preset("dnn").init == "glorot_uniform"
+    glorot, he = init_params(spec, 0), init_params(spec.replace(init="he_uniform"), 0)
+    assert np.abs(glorot["0.W"]).max() <= np.sqrt(6 / (9 + 288))  # conv 1 -> 32, 3x3
+    # the same stream, only the limits differ: He / Glorot = sqrt((fan_in + fan_out) / fan_in)
+    np.testing.assert_allclose(he["0.W"] / glorot["0.W"], np.sqrt((9 + 288) / 9))
+    np.testing.assert_array_equal(he["12.W"], glorot["12.W"])  # the softmax layer: Glorot in both
 
 
 def test_save_load_round_trip(tmp_path):

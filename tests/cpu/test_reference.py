@@ -1,5 +1,6 @@
 """The NumPy float64 reference against independent oracles: PyTorch float64 autograd
-(forward, loss, every gradient, a 3-step trajectory) and central finite differences."""
+(forward, loss, every gradient, a 3-step trajectory of the spec's optimizer, SGD or Adam)
+and central finite differences."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _reference_vs_oracle(spec, batch=6, seed=0):
     assert set(grads) == set(want["grads"])
     rows += [compare_tensor(k, "grad", grads[k], want["grads"][k], TOL.grad, ("float64",)) for k in grads]
     for k, (xb, yb) in enumerate(steps):
-        got = model.sgd_step(xb, yb, spec.train.lr)
+        got = model.optimizer_step(xb, yb)
         rows.append(compare_tensor(f"loss@{k}", "loss", got, want["step_losses"][k], TOL.loss, ("float64",)))
     p = model.params()
     rows += [compare_tensor(k, "params", p[k], want["params"][k], TOL.params, ("float64",)) for k in p]
@@ -37,7 +38,12 @@ def _assert_rows(rows):
     assert not bad, "\n".join(f"{r['tensor']}: max_rel={r['max_rel']:.3e} {r.get('detail', '')}" for r in bad)
 
 
-@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-cnn", "mlp-relu", "mlp", "cnn"])
+def adam_variant(spec):
+    """``spec`` trained with Adam (Keras' defaults) instead of its own optimizer."""
+    return spec.replace(name=f"{spec.name}-adam", train={**spec.train.to_dict(), "optimizer": "adam"})
+
+
+@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-cnn", "mlp-relu", "mlp", "cnn", "dnn"])
 def test_numpy_matches_torch_on_presets(name):
     _assert_rows(_reference_vs_oracle(preset(name), batch=4 if name == "cnn" else 6))
 
@@ -45,6 +51,11 @@ def test_numpy_matches_torch_on_presets(name):
 @pytest.mark.parametrize("seed", range(12))
 def test_numpy_matches_torch_on_random_specs(seed):
     _assert_rows(_reference_vs_oracle(random_spec(seed), batch=5, seed=seed))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_numpy_adam_matches_torch_on_random_specs(seed):
+    _assert_rows(_reference_vs_oracle(adam_variant(random_spec(seed)), batch=5, seed=seed))
 
 
 def test_oracle_comparison_can_fail():

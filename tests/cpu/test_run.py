@@ -370,7 +370,9 @@ def test_profiles_are_data_and_overrides_merge():
     assert brun.effective_profile(quick, "numpy", "mlp")["accuracy"]["train_samples"] == 5000
     std = brun.load_profile("standard")
     assert std["speed"]["batch_sizes"] == [1, 50, 256]
-    assert len(brun.load_profile("full")["seeds"]) >= 3
+    full = brun.load_profile("full")
+    assert set(full["models"]) == {"mlp", "cnn", "dnn", "mlp-relu"} and full["accuracy"]["epochs"] == 0  # own recipe
+    assert len(brun.effective_profile(full, "numpy", "dnn")["seeds"]) >= 3
 
 
 def test_failure_classification():
