@@ -302,6 +302,15 @@ def recipe_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
         return [Section("Recipes", f"analysis failed: {type(e).__name__}: {e}")]
 
 
+def error_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+    """Error records, less the availability skips (the Availability section lists those)."""
+    df = frames.get("error")
+    if df is None or df.empty:
+        return None
+    df = df[~((df["phase"] == "availability") & (df["status"] == "skipped"))]
+    return simple_table({**frames, "error": df}, "error", ["impl", "model", "dtype", "phase", "status", "error"])
+
+
 def simple_table(frames: dict[str, pd.DataFrame], kind: str, cols: list[str]) -> pd.DataFrame | None:
     df = frames.get(kind)
     if df is None or df.empty:
@@ -381,8 +390,9 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     sec.append(
         Section(
             "Errors",
-            "Cases that produced no figures (skipped, crash, timeout, oom, not_implemented, disagrees).",
-            simple_table(frames, "error", ["impl", "model", "dtype", "phase", "status", "error"]),
+            "Cases that produced no figures (crash, timeout, oom, not_implemented, disagrees, a part a profile "
+            "skipped); implementations not available here are listed under Availability, not here.",
+            error_table(frames),
         )
     )
     return sec
