@@ -80,7 +80,7 @@ def oracle(spec, params, x, y, steps_batches=(), lr=None):
             else:
                 for t, g in zip(w.values(), gs, strict=True):
                     t -= lr * g
-        result["step_losses"].append(float(step_loss))
+        result["step_losses"].append(float(step_loss.detach()))
     result["params"] = {k: t.detach().numpy().copy() for k, t in w.items()}
     return result
 
