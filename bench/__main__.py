@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.run", "the benchmark run: agreement, speed, accuracy, reports (tox -e bench)"),
     "report": ("bench.report", "(re)write the reports of a run directory"),
     "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
+    "layers": ("bench.layer_timing", "per-function breakdown of a train step (cProfile)"),
     "specs": ("bench.__main__", "list presets and implementations, with availability"),
 }
 
