@@ -6,7 +6,7 @@ pass over ``z`` (the full-resolution relu output is never written). Backward:
 ``pool_relu_grad_bias`` writes the conv's pre-activation gradient ``dz`` in one pass
 (each window's argmax cell gets ``dy`` where the pooled output is > 0, the three other
 cells and the floored rows/columns get 0) and the bias gradient with it; then
-``dW = (cols^T @ dz)^T`` and, unless the layer is the first, ``dcols = dz @ W`` and the
+``dW = dz^T @ cols`` and, unless the layer is the first, ``dcols = dz @ W`` and the
 gather-form ``col2im_into`` (each input pixel sums its k*k taps: no zeroing pass, no
 scatter). Every buffer whose size scales with the batch is allocated once per (layer,
 shape) in a ``Workspace`` and reused across steps; gradients are fresh arrays (callers keep
@@ -141,9 +141,8 @@ def gemm_forward(cols, wm, z) -> None:
 
 
 def gemm_weight_grad(cols, dz):
-    """dW (O, k*k*C) = dz^T @ cols, computed as (cols^T @ dz)^T: that operand order is ~4x
-    faster in OpenBLAS for these shapes (long reduction over N*Ho*Wo, measured at 2 threads)."""
-    return (cols.T @ dz).T
+    """dW (O, k*k*C) = dz^T @ cols (the reduction runs over N*Ho*Wo)."""
+    return dz.T @ cols
 
 
 def gemm_input_grad(dz, wm, dcols) -> None:

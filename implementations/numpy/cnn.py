@@ -70,7 +70,7 @@ def conv_backward(cols, x_shape, wm, dy, k: int, padding: str, need_dx: bool = T
     """dy (N, Ho, Wo, O) -> (dx (N, H, W, C) or None, dwm (O, k*k*C), db (O,))."""
     o = dy.shape[-1]
     dy2 = dy.reshape(-1, o)  # (N*Ho*Wo, O)
-    dwm = (cols.T @ dy2).T  # = dy2.T @ cols; this operand order is ~4x faster in OpenBLAS here
+    dwm = dy2.T @ cols
     db = dy2.sum(axis=0)
     dx = col2im(dy2 @ wm, x_shape, k, padding) if need_dx else None
     return dx, dwm, db
