@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("bench.report_cli", "(re)write a run's reports; several runs: side by side (--out)"),
     "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
     "history": ("bench.history", "speed across runs (commits, machines): HTML, Markdown, PNG"),
+    "layers": ("bench.layer_timing", "per-function breakdown of a train step (cProfile)"),
     "specs": ("bench.__main__", "list presets and implementations, with availability"),
 }
 

@@ -1,7 +1,10 @@
 """Numba implementation: ``@njit(cache=True)`` kernels, ``parallel=True`` + ``prange`` over
 the batch (im2col, col2im, pooling) or over elements, float32 and float64.
 
-Convolutions are im2col (Numba) + GEMM (NumPy's BLAS). Against direct Numba loops
+Convolutions are im2col (Numba) + GEMM (NumPy's BLAS); a conv followed by relu and a 2x2
+max-pool runs as one block (``conv_pool``: bias + relu + pool + argmax in one pass, their
+backward in one pass, gather-form col2im, batch-sized buffers reused across steps).
+Against direct Numba loops
 (``kernels.conv_direct_forward``; ``python -m bench.microbench conv``), single
 threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
 of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
@@ -45,7 +48,7 @@ def settings() -> dict:
     return {
         "library": f"numba {numba.__version__}, numpy {numpy.__version__}",
         "device": "cpu",
-        "layout": "NHWC internal; conv = im2col (numba) + GEMM (numpy BLAS)",
+        "layout": "NHWC internal; conv = im2col (numba) + GEMM (numpy BLAS), conv+relu+pool fused",
         "numba_threads": set_threads(),
         "threading_layer": layer,
         **blas_info(),

@@ -21,6 +21,7 @@ from bench.threads import configured_threads
 from implementations.base import Model, check_supported
 from implementations.optim import make_adam
 
+from . import conv_pool
 from . import kernels as K
 
 DEFAULT_THREADING_LAYER = "workqueue"
@@ -64,6 +65,7 @@ class NumbaModel(Model):
         self.threads = set_threads()
         self.key = seed << 32  # dropout counter: each mask draws from a fresh key
         self.adam = make_adam(spec.train)  # None: plain SGD
+        self.workspace = conv_pool.Workspace()  # batch-sized buffers reused across steps
 
     # ------------------------------------------------------------------ forward
     def _param_forward(self, i: int, x, code: int):
@@ -88,6 +90,10 @@ class NumbaModel(Model):
         logits, i = None, 0
         while i < len(self.layers):
             layer, kind = self.layers[i], self.layers[i].type
+            if fuse and conv_pool.fusable(self.layers, i):  # conv + relu + pool in one block
+                x, caches[i + 2] = conv_pool.forward(self, i, x, self.workspace)
+                i += 3
+                continue
             nxt = self.layers[i + 1].type if i + 1 < len(self.layers) else None
             if kind in ("dense", "conv2d"):
                 code = K.ACT_CODES.get(nxt, K.NONE) if fuse else K.NONE
@@ -143,6 +149,10 @@ class NumbaModel(Model):
         i = top
         while i >= 0:
             kind = self.layers[i].type
+            if isinstance(caches[i], conv_pool.Cache):  # the fused conv + relu + pool block
+                dy = conv_pool.backward(self, i - 2, caches[i], dy, grads, self.workspace)
+                i -= 3
+                continue
             if kind in ACTS and i > 0 and self.layers[i - 1].has_params:  # fused into the param layer
                 dy = self._param_backward(i - 1, caches[i - 1], dy, K.ACT_CODES[kind], caches[i], grads)
                 i -= 2

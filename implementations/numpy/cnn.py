@@ -9,6 +9,8 @@ for 3x3), never over samples or pixels.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from .mlp import array_module
 
 
@@ -111,3 +113,26 @@ def maxpool_backward(arg, x_shape, dy):
     for k in range(4):
         _cell(dx, k, ho, wo)[...] = dy * (arg == k)
     return dx
+
+
+class ReluPoolCache(NamedTuple):
+    """What ``relu_pool_backward`` needs (kept at the relu layer; the pool keeps None)."""
+
+    arg: Any
+    out: Any
+    x_shape: tuple
+
+
+def relu_pool_forward(x):
+    """relu then 2x2 max-pool, computed as pool then relu: equal values and routing (relu is
+    monotone; a window whose maximum is <= 0 gets zero gradient either way) with the relu on
+    the 4x smaller pooled tensor. Returns (out, cache)."""
+    xp = array_module(x)
+    pooled, arg = maxpool_forward(x)
+    out = xp.maximum(pooled, 0)
+    return out, ReluPoolCache(arg, out, x.shape)
+
+
+def relu_pool_backward(cache: ReluPoolCache, dy):
+    """Backward of ``relu_pool_forward``: relu's mask applied at pooled resolution, then routed."""
+    return maxpool_backward(cache.arg, cache.x_shape, dy * (cache.out > 0))

@@ -68,6 +68,7 @@ class XpModel(Model):
         logits = None
         for i, layer in enumerate(self.layers):
             kind, cache = layer.type, None
+            fused_pool = i > 0 and isinstance(caches[i - 1], cnn.ReluPoolCache)
             if kind == "dense":
                 cache = x
                 x = mlp.dense_forward(x, self.w[f"{i}.W"], self.w[f"{i}.b"])
@@ -76,9 +77,12 @@ class XpModel(Model):
                 x, cols = cnn.conv_forward(x, self.w[f"{i}.W"], self.w[f"{i}.b"], layer.kernel, layer.padding)
                 cache = (cols, shape)
             elif kind == "maxpool2d":
-                shape = x.shape
-                x, arg = cnn.maxpool_forward(x)
-                cache = (arg, shape)
+                if not fused_pool:  # else relu + pool already ran at the relu (cache None)
+                    shape = x.shape
+                    x, arg = cnn.maxpool_forward(x)
+                    cache = (arg, shape)
+            elif kind == "relu" and x.ndim == 4 and self._pool_follows(i):
+                x, cache = cnn.relu_pool_forward(x)
             elif kind == "flatten":
                 cache = x.shape
                 if x.ndim == 4:  # NHWC -> NCHW so features are in canonical order
@@ -96,6 +100,10 @@ class XpModel(Model):
                 cache = x
             caches.append(cache)
         return x, caches, logits
+
+    def _pool_follows(self, i: int) -> bool:
+        """Layer i + 1 exists and is a 2x2 max-pool (relu + pool then run fused)."""
+        return i + 1 < len(self.layers) and self.layers[i + 1].type == "maxpool2d"
 
     def _loss(self, out, logits, y):
         """(loss, gradient w.r.t. the input of the last layer when it is a softmax fused
@@ -124,7 +132,10 @@ class XpModel(Model):
                     cols, shape, self.w[f"{i}.W"], dy, layer.kernel, layer.padding, need_dx
                 )
             elif kind == "maxpool2d":
-                dy = cnn.maxpool_backward(cache[0], cache[1], dy)
+                if cache is not None:  # None: fused into the relu below
+                    dy = cnn.maxpool_backward(cache[0], cache[1], dy)
+            elif isinstance(cache, cnn.ReluPoolCache):
+                dy = cnn.relu_pool_backward(cache, dy)
             elif kind == "flatten":
                 if len(cache) == 4:
                     n, h, w, c = cache

@@ -1,0 +1,82 @@
+"""``python -m bench layers``: where a train step's time goes, per function.
+
+Builds each implementation on a preset, warms it up, then runs ``steps`` train steps under
+cProfile and prints the functions with the largest own time (ms per step and share of the
+step). In the NumPy and Numba backends every kernel and every GEMM of the fused conv blocks
+is its own named function (``gemm_forward``, ``gemm_weight_grad``, ``gemm_input_grad``,
+``bias_relu_pool``, ...), so the table is a per-operation breakdown; repeated layers of a
+kind are summed. cProfile adds a little Python overhead per call: read shares, not
+absolute times, and compare implementations run in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import time
+from typing import Any
+
+from bench.threads import apply_threads, configured_threads
+
+
+def _build(impl: str, model: str, batch: int, dtype: str) -> tuple[Any, Any]:
+    import numpy as np
+
+    import implementations
+    from bench.params import init_params
+    from bench.spec import preset
+
+    spec = preset(model)
+    rng = np.random.default_rng(1)
+    x = rng.random((batch, *spec.input_shape)).astype(dtype)  # (N, C, H, W)
+    y = np.eye(spec.num_classes, dtype=dtype)[rng.integers(0, spec.num_classes, batch)]
+    m = implementations.get(impl).build(spec, init_params(spec, 0), dtype)
+    xd, yd = m.to_device(x), m.to_device(y)
+    return m, lambda: (m.train_step(xd, yd), m.sync())
+
+
+def breakdown(impl: str, model: str, batch: int, dtype: str, steps: int, top: int) -> list[tuple[str, float, int]]:
+    """[(function, own ms per step, calls per step)] for the ``top`` largest, plus ``step``
+    (the plain wall time of one step, outside the profiler)."""
+    _, step = _build(impl, model, batch, dtype)
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    rows = []
+    for (file, _, name), (_, calls, own, _, _) in stats.items():
+        label = f"{file.rsplit('/', 2)[-2]}/{file.rsplit('/', 1)[-1]}:{name}" if "/" in file else name
+        rows.append((label, own * 1e3 / steps, calls // steps))
+    rows.sort(key=lambda r: -r[1])
+    return [("step (wall, unprofiled)", wall_ms, 1), *rows[:top]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench layers", description=__doc__.splitlines()[0])
+    ap.add_argument("--impls", default="numpy,numba", help="comma-separated implementations")
+    ap.add_argument("--model", default="cnn")
+    ap.add_argument("--batch", type=int, default=50)
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=0, help="0: the harness default")
+    args = ap.parse_args(argv)
+    apply_threads(args.threads or configured_threads())  # before NumPy or a framework is imported
+    for impl in args.impls.split(","):
+        rows = breakdown(impl, args.model, args.batch, args.dtype, args.steps, args.top)
+        step_ms = rows[0][1]
+        print(f"\n{impl} {args.model} batch {args.batch} {args.dtype}: train_step {step_ms:.2f} ms")
+        for label, ms, calls in rows[1:]:
+            print(f"  {ms:8.2f} ms {100 * ms / step_ms:5.1f}%  x{calls:<3d} {label}")
+    print("\nload average: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    return 0

@@ -1,0 +1,21 @@
+"""bench layers: the per-function breakdown runs and names the fused kernels."""
+
+from bench import layer_timing
+from bench.__main__ import COMMANDS
+
+
+def test_breakdown_names_the_fused_numba_kernels():
+    rows = layer_timing.breakdown("numba", "tiny-cnn", batch=2, dtype="float32", steps=1, top=50)
+    assert rows[0][0].startswith("step") and rows[0][1] > 0
+    labels = " ".join(r[0] for r in rows)
+    for name in ("gemm_forward", "gemm_weight_grad", "bias_relu_pool", "pool_relu_grad_bias"):
+        assert name in labels
+
+
+def test_cli(capsys, monkeypatch):
+    monkeypatch.setattr(layer_timing, "apply_threads", lambda n: n)  # leave this process's env alone
+    assert COMMANDS["layers"][0] == "bench.layer_timing"
+    argv = ["--impls", "numpy", "--model", "tiny-cnn", "--batch", "2", "--steps", "1", "--top", "3"]
+    assert layer_timing.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "numpy tiny-cnn batch 2 float32: train_step" in out and "load average" in out
