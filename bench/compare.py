@@ -272,7 +272,7 @@ def check_agreement(cur: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 detail = f"{len(bad)} tensor(s) out of tolerance, e.g. {first['phase']}:{first['tensor']} "
                 detail += f"rel {first['max_rel']:.3g} > tol {first['tol']}"
                 fdl = next(iter(g["first_divergent_layer"].dropna()), None)
-                detail += f"; first divergent layer {fdl}" if fdl is not None else ""
+                detail += f"; first divergent layer {int(fdl)}" if fdl is not None else ""
             rows.append(
                 {
                     "impl": impl,
@@ -514,8 +514,22 @@ def _show(v: Any, f: str | None) -> str:
     return str(v)
 
 
-def _print_tables(tables: dict[str, pd.DataFrame], out: Any) -> None:
-    """Every table as aligned text, the ``detail`` column last and never truncated."""
+# what each table shows on a terminal (100 columns); --wide prints every column
+TERMINAL_COLUMNS = {
+    "status": ["impl", "model", "phase", "verdict"],
+    "agreement": ["impl", "model", "dtype", "tensors", "worst_rel", "verdict"],
+    "accuracy": ["impl", "model", "dtype", "epoch", "base_acc", "cur_acc", "band_low", "verdict"],
+    "speed": ["impl", "model", "dtype", "phase", "batch_size", "ref", "R", "ci_low", "ci_high", "verdict"],
+}
+WIDTH = 100
+
+
+def _print_tables(tables: dict[str, pd.DataFrame], out: Any, wide: bool = False) -> None:
+    """Every table as aligned text. On a terminal (default) the compact columns fit ``WIDTH``
+    and each row's ``detail`` follows the table as wrapped lines (never cut); ``wide``: every
+    column, ``detail`` last."""
+    import textwrap
+
     fmt = {"R": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}", "base_ratio": "{:.4g}", "cur_ratio": "{:.4g}"}
     fmt |= {"base_acc": "{:.4f}", "cur_acc": "{:.4f}", "tol": "{:.4f}", "band_low": "{:.4f}", "worst_rel": "{:.2e}"}
     for name, t in tables.items():
@@ -523,10 +537,21 @@ def _print_tables(tables: dict[str, pd.DataFrame], out: Any) -> None:
         if t is None or t.empty:
             print("(nothing to compare)", file=out)
             continue
-        cols = [c for c in t.columns if c != "detail"] + (["detail"] if "detail" in t.columns else [])
+        cols = [c for c in t.columns if c != "detail"] + (["detail"] if wide and "detail" in t.columns else [])
+        if not wide and name in TERMINAL_COLUMNS:
+            cols = [c for c in TERMINAL_COLUMNS[name] if c in t.columns]
         shown = pd.DataFrame({c: [_show(v, fmt.get(c)) for v in t[c]] for c in cols})
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 1000):
-            print(shown.to_string(index=False, max_colwidth=None, justify="left"), file=out)
+        shown = shown.rename(columns={"batch_size": "batch"})
+        widths = [max([len(c), *map(len, shown[c])]) for c in shown.columns]
+        for row in [list(shown.columns), *shown.itertuples(index=False)]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        if wide or "detail" not in t.columns:
+            continue
+        for r in t.to_dict("records"):
+            if r.get("detail") and isinstance(r["detail"], str):
+                who = " ".join(str(r[k]) for k in ("impl", "model", "dtype", "phase") if k in r and _show(r[k], None))
+                print(textwrap.fill(f"{who}: {r['detail']}", WIDTH, initial_indent="  - ", subsequent_indent="    "),
+                      file=out)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--acc-sigmas", type=float, default=d.acc_sigmas,
                     help="accuracy band: binomial sigmas of the difference of two test-set estimates")  # fmt: skip
     ap.add_argument("--acc-floor", type=float, default=d.acc_floor, help="accuracy band: absolute slack added")
+    ap.add_argument("--wide", action="store_true", help="print every column (wider than a terminal)")
     ap.add_argument("--label", default="RESULT", help="the word before the verdict line (run --gate sets it)")
     args = ap.parse_args(argv)
     cfg = GateConfig(
@@ -569,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = meta.get("profile", "?")
         profile = profile.get("name", "?") if isinstance(profile, dict) else profile
         print(f"{label}: {path} (run {meta.get('run_id', '?')}, profile {profile})")
-    _print_tables(tables, sys.stdout)
+    _print_tables(tables, sys.stdout, args.wide)
     print("\n" + verdict_line(tables, args.label))
     return 1 if failed(tables) else 0
 
@@ -580,9 +606,9 @@ def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT") -> str:
     n_inc = inconclusive(tables)
     if compared_nothing(tables):
         return f"{label}: FAIL (the gate compared nothing: no speed case or accuracy row in both runs)"
-    text = f"{label}: {'FAIL' if failed(tables) else 'PASS'} ({n_fail} failing row(s)"
-    text += f", {n_inc} inconclusive (too noisy): repeat the run to decide them" if n_inc else ""
-    return text + "); rules: see bench/compare.py docstring"
+    text = f"{label}: {'FAIL' if failed(tables) else 'PASS'} ({n_fail} failing"
+    text += f", {n_inc} inconclusive: too noisy, repeat the run to decide them" if n_inc else ""
+    return text + "; rules: bench/compare.py)"
 
 
 if __name__ == "__main__":
