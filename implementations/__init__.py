@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "numba": "implementations.numba",
     "cupy": "implementations.cupy",
     "keras": "implementations.keras",
+    "jax": "implementations.jax",
     "torch": "implementations.torch",
     "torch-compile": "implementations.torch.compiled",
     "torch-cuda": "implementations.torch.cuda",
