@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--impl", "--impls", dest="impls", default=None, help="comma-separated (default: all available)")
     models = "tiny-mlp,tiny-cnn,mlp,cnn,dnn"
     ap.add_argument("--model", "--models", dest="models", default=models, help="presets or files")
-    ap.add_argument("--dtype", default="float64,float32", help="float64, float32 or both")
+    ap.add_argument("--dtype", default="float64,float32", help="float64, float32, both (the default) or a comma list")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true", help="print every tensor, not only failures")
@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         names = args.impls.split(",") if args.impls else [n for n in implementations.names() if n != "numpy"]
         for n in names:
             implementations.get(n)  # unknown name -> KeyError listing valid ones
+        dtypes = ["float64", "float32"] if args.dtype == "both" else args.dtype.split(",")
+        if set(dtypes) - {"float64", "float32"}:
+            raise ValueError(f"unknown dtype in {args.dtype!r}; valid: float64, float32, both")
     except (KeyError, ValueError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)  # not the KeyError repr
         return 2
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "pure_python" and not spec.name.startswith("tiny"):
                 print(f"{name} {spec.name}: skipped: pure Python on a full preset takes minutes; use tiny-*")
                 continue
-            for dtype in args.dtype.split(","):
+            for dtype in dtypes:
                 res = check(name, spec, dtype, seed=args.seed, batch=args.batch)
                 print(res.format(args.verbose), flush=True)
                 failed += res.status not in ("ok", "not_implemented")

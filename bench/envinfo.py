@@ -17,7 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("numpy", "numba", "torch", "tensorflow-cpu", "tensorflow", "keras", "cupy-cuda12x", "pytest-benchmark")
+LIBRARIES = (
+    "numpy", "numba", "torch", "tensorflow-cpu", "tensorflow", "keras", "jax", "jaxlib",
+    "cupy-cuda12x", "cupy-cuda13x", "pytest-benchmark",
+)  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import implementations
 from bench.agreement import TOLERANCES, check, compare_tensor, main
-from bench.spec import preset, random_spec
+from bench.spec import preset
 
 
 @pytest.fixture
@@ -66,11 +66,6 @@ def test_compare_tensor_rows():
     row = compare_tensor("t", "grad", ref + 1e-6, ref, 1e-9, ("float64",))
     assert not row["ok"] and row["max_rel"] == pytest.approx(2.5e-7) and "got" in row["detail"]
     assert not compare_tensor("t", "grad", np.array([np.nan, 0, 0]), ref, 1e-9, ("float64",))["ok"]
-
-
-def test_random_specs_agree():
-    for seed in range(5):
-        assert check("numpy", random_spec(seed), "float32", seed=seed).passed
 
 
 def test_cli(capsys):
