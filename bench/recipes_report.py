@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.recipes import NOTES, _numeric, fig_curves, final_table, headline, retarget, sections  # noqa: F401
+from bench.recipes import _numeric, fig_curves, headline, retarget, sections
 from bench.report import _html_table, _png, load_run, markdown_table
 
 

@@ -177,16 +177,6 @@ def peak_by_dtype(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def peak_drift(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Per dtype, max/min of the peak measured before and after the cases (1.0: steady).
-    A drift above ``PEAK_DRIFT_LIMIT`` means the machine changed speed during the run."""
-    seen: dict[str, list[float]] = {}
-    for r in records:
-        if r.get("kind") == "peak" and r.get("gflops"):
-            seen.setdefault(r.get("dtype") or "float32", []).append(float(r["gflops"]))
-    return {d: max(v) / min(v) for d, v in seen.items() if len(v) > 1}
-
-
 # ---------------------------------------------------------------------- workers
 @dataclass
 class WorkerResult:
@@ -599,7 +589,7 @@ def run_cases(
 
 
 def measure_peak(run_dir: Path, rid: str, when: str, progress: Progress) -> None:
-    """The GEMM peak in its own worker, before or after the cases (``peak_drift`` compares them)."""
+    """The GEMM peak in its own worker, before or after the cases (``bench.stability.peak_drift`` compares them)."""
     from bench.results import append_records, make_record
 
     res = run_worker(["peak", "--run-dir", str(run_dir), "--when", when], run_dir, "peak", 600.0, "peak", progress)

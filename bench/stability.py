@@ -56,6 +56,9 @@ def case_table(speed: pd.DataFrame, cores: int | None = None, processes: int | N
     df["cv"] = df["samples_s"].map(_cv) if "samples_s" in df else math.nan
     df["load"] = pd.to_numeric(df["loadavg"], errors="coerce") if "loadavg" in df else math.nan
     df["rounds"] = pd.to_numeric(df["rounds"], errors="coerce")
+    if processes is None:  # the run's P: the most processes any case (pure Python aside) got
+        timed = df[df["impl"] != "pure_python"].groupby(CASE, dropna=False).size()
+        processes = int(timed.max()) if len(timed) else None
     rows = []
     for key, g in df.groupby(CASE, dropna=False, sort=False):
         med = g["median_s"].dropna()

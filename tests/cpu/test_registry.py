@@ -21,7 +21,3 @@ def test_available_never_crashes_and_gives_reasons(monkeypatch):
     assert not ok and "No module named 'no_such_module_xyz'" in reason
     for name, (ok, reason) in avail.items():
         assert isinstance(ok, bool) and reason, name
-
-
-def _available():
-    return [n for n, (ok, _) in implementations.available().items() if ok]

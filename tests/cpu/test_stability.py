@@ -91,3 +91,12 @@ def test_headline_table_per_model():
     assert t.loc["numpy", "% GEMM peak"] == "40.0%" and t.loc["numpy", "stability"] == "stable"
     lines = headline.stability_lines(frames, cores=2)
     assert lines[0].startswith("**Stable run**")
+
+
+def test_missing_processes_flagged_without_being_told_p():
+    """A report does not know the profile's P: it is the most processes any case got, so a case
+    that lost a process is flagged; pure Python (one process by design) is not."""
+    rows = speed_rows() + speed_rows(impl="torch", medians=(0.005,)) + speed_rows(impl="pure_python", medians=(1.0,))
+    t = stability.case_table(pd.DataFrame(rows), cores=2).set_index("impl")
+    assert "1 of 3 processes measured" in t.loc["torch", "flags"]
+    assert t.loc["numpy", "stable"] and t.loc["pure_python", "stable"]
