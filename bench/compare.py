@@ -596,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = meta.get("profile", "?")
         profile = profile.get("name", "?") if isinstance(profile, dict) else profile
         print(f"{label}: {path} (run {meta.get('run_id', '?')}, profile {profile})")
+        if meta.get("injected_slowdown"):
+            print(f"  {label} has an injected slowdown (gate validation): {meta['injected_slowdown']}")
     _print_tables(tables, sys.stdout, args.wide)
     print("\n" + verdict_line(tables, args.label))
     return 1 if failed(tables) else 0

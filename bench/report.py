@@ -432,8 +432,11 @@ def markdown_table(df: pd.DataFrame, max_chars: int = 300) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def render_markdown(frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None) -> str:
-    out = [f"# nnbench run `{run_id}`", "", *gate_lines(gate), *headline_markdown(frames, markdown_table)]
+def render_markdown(
+    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
+) -> str:
+    head = [f"# nnbench run `{run_id}`", "", *injection_lines(injected), *gate_lines(gate)]
+    out = [*head, *headline_markdown(frames, markdown_table)]
     for s in build_sections(frames):
         out += [f"## {s.title}", ""]
         if s.text:
@@ -613,6 +616,13 @@ def _html_table(df: pd.DataFrame) -> str:
     return shown.to_html(index=False, escape=True, border=0)
 
 
+def injection_lines(injected: str | None) -> list[str]:
+    """A run made slower on purpose (``bench/inject.py``) says so before anything else."""
+    if not injected:
+        return []
+    return [f"**Injected slowdown (gate validation, not a measurement): `{injected}`.**", ""]
+
+
 def gate_lines(gate: dict[str, Any] | None) -> list[str]:
     """The regression gate's verdict (``gate.json``, written by ``run --gate``), when it ran."""
     if not gate:
@@ -625,12 +635,15 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
     return [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}.", ""]
 
 
-def render_html(frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None) -> str:
+def render_html(
+    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
+) -> str:
+    top = [*injection_lines(injected), *gate_lines(gate)]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>nnbench {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>nnbench run {html.escape(run_id)}</h1>",
-        *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in gate_lines(gate) if line),
+        *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in top if line),
         *headline_html(frames),
         "<h2>Figures</h2>",
     ]
@@ -674,7 +687,8 @@ def write_report(run_dir: str | Path) -> Path:
     """Write the report files (``OUTPUT_FILES``) into the run dir; returns the HTML path."""
     rd = resolve_run_dir(run_dir)
     frames = load_run(rd)
-    run_id = str(read_run_meta(rd).get("run_id") or rd.name)
+    meta = read_run_meta(rd)
+    run_id, injected = str(meta.get("run_id") or rd.name), meta.get("injected_slowdown")
     flat = combined_frame(frames)
     flat.to_parquet(rd / "results.parquet", index=False)
     csv = flat.copy()
@@ -683,7 +697,7 @@ def write_report(run_dir: str | Path) -> Path:
     csv.to_csv(rd / "results.csv", index=False)
     gate_file = rd / GATE_FILE
     gate = json.loads(gate_file.read_text(encoding="utf-8")) if gate_file.is_file() else None
-    (rd / "summary.md").write_text(render_markdown(frames, run_id, gate), encoding="utf-8")
+    (rd / "summary.md").write_text(render_markdown(frames, run_id, gate, injected), encoding="utf-8")
     out = rd / "report.html"
-    out.write_text(render_html(frames, run_id, gate), encoding="utf-8")
+    out.write_text(render_html(frames, run_id, gate, injected), encoding="utf-8")
     return out

@@ -365,6 +365,13 @@ def create_run(ns: argparse.Namespace) -> Path:
     from bench import envinfo
     from bench.threads import apply_threads, configured_threads
 
+    from bench import inject
+
+    injected = os.environ.get(inject.ENV) or None
+    try:
+        inject.parse(injected)  # fail before the run starts on a malformed value
+    except inject.InjectionError as e:
+        raise RunError(str(e)) from e
     profile, specs, impls, dtypes = resolve_inputs(ns)
     threads = apply_threads(ns.threads or configured_threads())
     out = Path(ns.out)
@@ -388,6 +395,7 @@ def create_run(ns: argparse.Namespace) -> Path:
         "data_dir": ns.data_dir,
         "registry": dict(implementations._REGISTRY),
         "env": envinfo.collect(threads),
+        "injected_slowdown": injected,  # a gate-validation run (bench/inject.py), not a measurement
     }
     from bench.results import SCHEMA_VERSION
 

@@ -199,7 +199,10 @@ class Case:
             "train_step": lambda: (m.train_step(xd, yd), m.sync()),
             "sgd_step": lambda: (m.sgd_step(x, y, lr), m.sync()),
         }
-        return {p: fns[p] for p in self.profile["speed"]["phases"]}
+        from bench import inject
+
+        inj = inject.parse(self.run.get("injected_slowdown"))
+        return {p: inject.slowed(fns[p], inj.get((self.impl, p), 1.0)) for p in self.profile["speed"]["phases"]}
 
     def part_speed(self) -> list[dict[str, Any]]:
         from bench.timing import Timer, TimingConfig
