@@ -3,7 +3,10 @@
     python -m bench.microbench pure_python   # MLP step MAC rate vs plain dot rate
     python -m bench.microbench numba         # numba vs numpy train_step, batch 50
     python -m bench.microbench conv          # numba conv: direct loops vs im2col+GEMM
-    python -m bench.microbench compile       # numba cold / warm-cache / steady
+
+Numba's compile time (cold, warm cache, steady) is what every run records for it (the
+``compile`` records of ``python -m bench run --impls numba``: ``bench.worker``'s cold probe
+over an empty ``NUMBA_CACHE_DIR``, then its warm-cache probe).
 
 Timings are medians of repeated calls after a warm-up; compilation is never inside them.
 """
@@ -145,19 +148,15 @@ def conv_variants(batch: int = 50, dtype: str = "float32", repeats: int = 10) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["pure_python", "numba", "conv", "compile"])
+    ap.add_argument("what", choices=["pure_python", "numba", "conv"])
     args = ap.parse_args()
     apply_threads(configured_threads())
     if args.what == "pure_python":
         res = pure_python()
     elif args.what == "numba":
         res = numba_vs_numpy()
-    elif args.what == "conv":
-        res = conv_variants()
     else:
-        from implementations.numba import compile_times
-
-        res = {n: compile_times(preset(n), "float32") for n in ("mlp", "cnn")}
+        res = conv_variants()
     print(json.dumps({"threads": configured_threads(), args.what: res}, indent=1))
 
 
