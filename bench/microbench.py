@@ -3,16 +3,21 @@
     python -m bench.microbench pure_python   # MLP step MAC rate vs plain dot rate
     python -m bench.microbench numba         # numba vs numpy train_step, batch 50
     python -m bench.microbench conv          # numba conv: direct loops vs im2col+GEMM
-    python -m bench.microbench compile       # numba cold / warm-cache / steady
 
-Timings are medians of repeated calls after a warm-up; compilation is never inside them.
+Numba's compile time (cold, warm cache, steady) is what every run records for it (the
+``compile`` records of ``python -m bench run --impls numba``: ``bench.worker``'s cold probe
+over an empty ``NUMBA_CACHE_DIR``, then its warm-cache probe).
+
+Timings go through the run's own timer, ``bench.timing.Timer`` (untimed warm-up calls, a
+calibration probe, then timed rounds; the median per call), so compilation is never inside
+them and a microbenchmark measures what the run measures. The one exception is
+``pure_python`` (see its docstring).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 
@@ -21,6 +26,7 @@ import numpy as np
 from bench.params import init_params
 from bench.spec import ModelSpec, preset
 from bench.threads import apply_threads, configured_threads
+from bench.timing import Timer, TimingConfig
 from implementations.base import one_hot
 
 
@@ -30,15 +36,12 @@ def _batch(spec: ModelSpec, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return x, one_hot(rng.integers(0, spec.num_classes, n), spec.num_classes)
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1, name: str = "microbench") -> float:
+    """Median seconds per call over ``repeats`` timed rounds of ``bench.timing.Timer``
+    (``warmup`` untimed calls first, at least one; a round lasts at least its default
+    ``round_min_s``, so a fast call is repeated within a round)."""
+    config = TimingConfig(warmup_rounds=warmup, min_rounds=repeats, max_rounds=repeats)
+    return Timer(config, group="microbench").measure(name, fn).median_s
 
 
 def train_step_time(impl: str, spec: ModelSpec, dtype: str, batch: int, repeats: int, warmup: int = 1) -> float:
@@ -52,7 +55,7 @@ def train_step_time(impl: str, spec: ModelSpec, dtype: str, batch: int, repeats:
         m.train_step(xd, yd)
         m.sync()
 
-    return median_time(step, repeats, warmup)
+    return median_time(step, repeats, warmup, name=f"{impl}-{spec.name}-{dtype}-train_step-b{batch}")
 
 
 def performed_macs(spec: ModelSpec, batch: int) -> int:
@@ -73,7 +76,13 @@ def performed_macs(spec: ModelSpec, batch: int) -> int:
 
 def pure_python(rounds: int = 3, batch: int = 50, seconds: float = 2.0) -> dict:
     """Rounds of (plain dot rate, one MLP train step), interleaved against drifting load;
-    the best of each is compared (max rate, min step time); every raw value is kept."""
+    the best of each is compared (max rate, min step time); every raw value is kept.
+
+    Deliberately not ``bench.timing.Timer``: one pure-Python ``mlp`` step at batch 50 takes
+    seconds, and what is measured is its ratio to the dot-product rate under the *same*
+    load, so each round is a single timed step right next to a baseline measurement (the
+    Timer's warm-up and probe calls would triple the cost, and its rounds of one function
+    cannot alternate with the baseline). The pure Python step has no compilation to warm up."""
     import implementations
     from implementations.pure_python import dot_rate_baseline
 
@@ -137,27 +146,23 @@ def conv_variants(batch: int = 50, dtype: str = "float32", repeats: int = 10) ->
         a = K.conv_im2col_forward(x, wm, b, 3, p)
         d = K.conv_direct_forward(x, w_hwio, b, 3, p)
         assert np.allclose(a, d, rtol=1e-4, atol=1e-4)
-        t_i = median_time(lambda: K.conv_im2col_forward(x, wm, b, 3, p), repeats)  # noqa: B023
-        t_d = median_time(lambda: K.conv_direct_forward(x, w_hwio, b, 3, p), repeats)  # noqa: B023
+        t_i = median_time(lambda: K.conv_im2col_forward(x, wm, b, 3, p), repeats, name=f"im2col-layer{i}")  # noqa: B023
+        t_d = median_time(lambda: K.conv_direct_forward(x, w_hwio, b, 3, p), repeats, name=f"direct-layer{i}")  # noqa: B023
         res[f"layer{i} {c}->{layer.filters} {h}x{w}"] = {"im2col_gemm_s": t_i, "direct_s": t_d}
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["pure_python", "numba", "conv", "compile"])
+    ap.add_argument("what", choices=["pure_python", "numba", "conv"])
     args = ap.parse_args()
     apply_threads(configured_threads())
     if args.what == "pure_python":
         res = pure_python()
     elif args.what == "numba":
         res = numba_vs_numpy()
-    elif args.what == "conv":
-        res = conv_variants()
     else:
-        from implementations.numba import compile_times
-
-        res = {n: compile_times(preset(n), "float32") for n in ("mlp", "cnn")}
+        res = conv_variants()
     print(json.dumps({"threads": configured_threads(), args.what: res}, indent=1))
 
 

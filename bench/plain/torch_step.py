@@ -74,7 +74,10 @@ def set_threads() -> None:
 
 
 def time_steps(step, batches, n: int) -> float:
-    """Steps per second of ``n`` calls of ``step`` cycling over ``batches``."""
+    """Steps per second of ``n`` calls of ``step`` cycling over ``batches``: this script's own
+    tutorial loop, kept because the script is standalone (no nnbench import) on purpose.
+    The harness comparison (``bench.plain.compare``) times both sides with
+    ``bench.timing.Timer`` instead."""
     t0 = time.perf_counter()
     for i in range(n):
         step(*batches[i % len(batches)])

@@ -5,6 +5,9 @@ hot elementwise work, pooling, im2col/col2im and the softmax+loss head through a
 table (``kernels.py``) whose every kernel has a NumPy twin, so the whole class is tested on
 the CPU with ``xp=numpy``. CuPy is an optional extra (``pip install .[gpu]``); nothing here
 imports it at module level.
+
+Nothing harness-side lives here: agreement is ``bench.agreement.check`` (``tests/gpu/``), and
+the GPU report is the normal run, ``python -m bench run --impls numpy,cupy,torch-cuda``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@ threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->1
 of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
 oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.
 The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``).
-Compilation is kept out of the speed numbers; ``compile_times`` measures it apart.
+Compilation is kept out of the speed numbers and measured apart by the run, as for every
+backend with an on-disk compile cache: the profiles' ``cache_env = "NUMBA_CACHE_DIR"`` gives
+each case an empty cache, so ``bench.worker``'s first calls are cold (``cold_s``), then a
+fresh process over the filled cache gives ``warm_cache_s`` (the ``compile`` records).
 """
 
 from __future__ import annotations
@@ -53,13 +56,3 @@ def settings() -> dict:
         "threading_layer": layer,
         **blas_info(),
     }
-
-
-def compile_times(spec, dtype: str = "float32", batch: int | None = None, steps: int = 5) -> dict:
-    """JIT cost measured apart, each in a fresh subprocess sharing one temporary
-    ``NUMBA_CACHE_DIR``: ``cold_first_call_s`` (empty cache: compiles every kernel the
-    train step uses), ``warm_cache_first_call_s`` (loads them from the on-disk cache),
-    and ``steady_state_s`` (median train step afterwards), in seconds."""
-    from .compile import compile_times as _ct
-
-    return _ct(spec, dtype, batch, steps)

@@ -4,8 +4,11 @@
   the real reason, no crash (fake ``cupy`` modules cover each failure mode, and one that
   works as the negative control).
 - ``CupyModel`` itself runs with ``xp=numpy`` and the NumPy twins of its kernels, checked
-  against the float64 reference on every preset; the same class also runs on the *CUDA
-  source* compiled for the CPU (``"emulated"`` kernels, needs a C++ compiler).
+  by the harness's agreement check (``bench.agreement.check("cupy", ...)`` with the backend's
+  ``build`` swapped for the CPU one: the one tolerance table, dtype checks, fresh batches)
+  on every preset; the same class also runs on the *CUDA source* compiled for the CPU
+  (``"emulated"`` kernels, needs a C++ compiler). The whole run (``python -m bench run``,
+  the GPU report on a GPU machine) also runs it through a worker on the CPU.
 - Each kernel's CUDA source (emulated) is checked against its twin, ties/NaN/floors included.
 - Negative controls: a broken twin, a broken pool routing, a perturbed weight, mutated CUDA
   source: each must fail.
@@ -23,17 +26,15 @@ import pytest
 
 import implementations
 import implementations.cupy as backend
+from bench.agreement import AgreementResult, check, sample_batch
 from bench.params import init_params
 from bench.spec import preset
-from implementations.cupy import gpu_report
 from implementations.cupy import kernels as K
-from implementations.cupy.check import TOLERANCES, Tolerance, batch, compare, failures
 from implementations.cupy.model import CupyModel
 from implementations.numpy import cnn
 from implementations.numpy.model import XpModel
 
-PRESETS = ("tiny-mlp", "tiny-cnn", "mlp", "mlp-relu", "cnn")
-SAME_MATH = Tolerance(forward=1e-12, loss=1e-12, grad=1e-12, params=1e-12)  # float64, same operations
+PRESETS = ("tiny-mlp", "tiny-cnn", "mlp", "mlp-relu", "cnn", "dnn")
 needs_cxx = pytest.mark.skipif(K.compiler() is None, reason="no C++ compiler for the CUDA-source emulation")
 
 
@@ -45,12 +46,10 @@ def emulated_build(spec, params, dtype):
     return CupyModel(spec, params, dtype, xp=np, kernels=K.make_kernels("emulated", dtype))
 
 
-def tol_for(dtype: str) -> Tolerance:
-    return SAME_MATH if dtype == "float64" else TOLERANCES[dtype]
-
-
-def describe(rows: list[dict]) -> str:
-    return "; ".join(f"{r['tensor']}({r['phase']}) rel {r['max_rel']:.2e} > {r['tol']:.0e}" for r in failures(rows))
+def agree(monkeypatch, build, name: str, dtype: str, **kw) -> AgreementResult:
+    """``bench.agreement.check("cupy", ...)`` with the backend's ``build`` replaced by ``build``."""
+    monkeypatch.setattr(backend, "build", build)
+    return check("cupy", preset(name), dtype, **kw)
 
 
 # ---------------------------------------------------------------------- availability
@@ -159,86 +158,95 @@ def test_broken_availability_check_is_caught_by_registry(monkeypatch, cupy_only_
 
 def test_modules_do_not_import_cupy():
     code = (
-        "import sys; import implementations.cupy, implementations.cupy.kernels, implementations.cupy.model, "
-        "implementations.cupy.check, implementations.cupy.gpu_report; assert 'cupy' not in sys.modules, 'imported'"
+        "import sys; import implementations.cupy, implementations.cupy.kernels, implementations.cupy.model; "
+        "assert 'cupy' not in sys.modules, 'imported'"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
 
-# ---------------------------------------------------------------------- gpu_report without a GPU
-def test_gpu_report_refuses_without_gpu(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(backend, "available", lambda: (False, "no CUDA device: fake reason"))
-    out = tmp_path / "report"
-    assert gpu_report.main(["--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "cupy is unavailable here, nothing measured: no CUDA device: fake reason" in err
-    assert not out.exists()
+# ---------------------------------------------------------------------- the GPU report is the normal run
+CUPY_TWIN = """
+    REQUIRES = ()
+    def available(): return True, "CupyModel with xp=numpy and its NumPy twin kernels, on the CPU"
+    def settings(): return {"device": "cpu (twin kernels)"}
+    def build(spec, params, dtype="float32", seed=0):
+        import numpy as np
+        from implementations.cupy.model import CupyModel
+        return CupyModel(spec, params, dtype, xp=np, seed=seed)
+"""
+RUN_PROFILE = """
+    name = "cupy-twin"
+    models = ["tiny-mlp", "tiny-cnn"]
+    dtypes = ["float32"]
+    parts = ["agreement", "speed"]
+    timeout_s = 120
+    [agreement]
+    batch = 4
+    [speed]
+    phases = ["forward", "train_step"]
+    batch_sizes = [4]
+    warmup_rounds = 1
+    min_rounds = 3
+    max_rounds = 3
+    round_min_s = 0.0
+    target_s = 0.0
+    [peak]
+    gemm_n = 64
+    rounds = 2
+    [accuracy]
+    epochs = 1
+"""
 
 
-def test_gpu_report_cli_exit_status(tmp_path):
+def test_cupy_model_through_the_normal_run(tmp_path, monkeypatch):
+    """The GPU report is ``python -m bench run --impls cupy,torch-cuda``: the same worker,
+    ``bench.agreement.check`` and ``bench.timing.Timer`` as every backend. Here the real
+    cupy backend is skipped with its reason and ``CupyModel`` on the CPU (registered as
+    ``cupy_twin``) goes through both parts."""
+    import json
+    import textwrap
+
+    from bench.__main__ import main as bench_main
+
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "cupy_twin.py").write_text(textwrap.dedent(CUPY_TWIN))
+    monkeypatch.syspath_prepend(str(mods))
+    monkeypatch.setenv("PYTHONPATH", str(mods))
+    monkeypatch.setitem(implementations._REGISTRY, "cupy_twin", "cupy_twin")
+    prof = tmp_path / "cupy-twin.toml"
+    prof.write_text(textwrap.dedent(RUN_PROFILE))
+    out = tmp_path / "runs"
+    argv = ["run", "--profile", str(prof), "--impls", "cupy,cupy_twin", "--out", str(out), "--no-report"]
+    assert bench_main([*argv, "--threads", "1"]) == 0
+    run_dir = (out / "latest").resolve()
+    recs = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    avail = {r["impl"]: r for r in recs if r["kind"] == "availability"}
     ok, reason = backend.available()
-    if ok:
-        pytest.skip(f"a GPU is present ({reason}); the CLI would run the real report")
-    out = tmp_path / "report"
-    res = subprocess.run(
-        [sys.executable, "-m", "implementations.cupy.gpu_report", "--out", str(out)], capture_output=True, text=True
-    )
-    assert res.returncode == 2 and reason in res.stderr and not out.exists()
-
-
-def test_gpu_report_markdown_and_ratios():
-    """The report's formatting on made-up rows (no measurement involved)."""
-    medians = [
-        {"model": "mlp", "impl": "cupy", "batch": 50, "median_ms": 2.0, "min_ms": 1.9, "max_ms": 2.5},
-        {"model": "mlp", "impl": "torch-cuda", "batch": 50, "median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.1},
-    ]
-    (r,) = gpu_report.ratios(medians)
-    assert r["ratio"] == 0.5 and r["met"] == "no" and r["goal"] == 0.8
-    agree = [{"preset": "mlp", "dtype": "float32", "tensor": "0.W", "phase": "grad", "max_rel": 2e-4, "tol": 1e-4,
-              "ok": False}]  # fmt: skip
-    md = gpu_report.markdown({"device": "FakeGPU"}, agree, medians, {"torch-cuda": "x"}, {}, ["--out", "r"])
-    assert md.startswith("# CuPy GPU report: FakeGPU") and "| mlp | float32 | **no** | 0.W (grad) |" in md
-    assert "| mlp | 2.000 | 1.000 | 0.50 | 0.8 | no |" in md
-    assert gpu_report.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-
-
-def test_gpu_report_end_to_end_with_twins(monkeypatch, tmp_path, cupy_only_registry):
-    """The whole report path on the CPU: cupy faked by the twin model, tiny sizes."""
-    monkeypatch.setattr(backend, "available", lambda: (True, "cupy fake on FakeGPU"))
-    monkeypatch.setattr(backend, "build", twin_build)
-    monkeypatch.setattr(backend, "settings", lambda: {"device": "FakeGPU"})
-    monkeypatch.setattr(gpu_report, "device_info", lambda: {"device": "FakeGPU 9000", "cupy": "fake"})
-    monkeypatch.chdir(tmp_path)
-    args = ["--models", "tiny-mlp", "tiny-cnn", "--presets", "tiny-mlp", "tiny-cnn"]
-    assert gpu_report.main([*args, "--warmup", "1", "--repeats", "3", "--inner", "2"]) == 0
-    out = tmp_path / "reports" / "gpu-fakegpu-9000"
-    md = (out / "report.md").read_text()
-    assert md.startswith("# CuPy GPU report: FakeGPU 9000")
-    assert "| tiny-cnn | float32 | yes |" in md and "**no**" not in md
-    assert len((out / "speed_raw.csv").read_text().splitlines()) == 1 + 2 * 3  # header + models * repeats
-    header = (out / "agreement.csv").read_text().splitlines()[0]
-    assert header.startswith("preset,dtype,tensor,phase")
-    assert "Skipped: torch-cuda: KeyError" in md  # not in the restricted registry: skipped, with why
+    assert avail["cupy"]["available"] is ok and avail["cupy"]["reason"] == reason
+    agreement = [r for r in recs if r["kind"] == "agreement" and r["impl"] == "cupy_twin"]
+    assert {r["model"] for r in agreement} == {"tiny-mlp", "tiny-cnn"} and all(r["ok"] for r in agreement)
+    speed = {(r["model"], r["phase"]): r for r in recs if r["kind"] == "speed" and r["impl"] == "cupy_twin"}
+    assert set(speed) == {(m, p) for m in ("tiny-mlp", "tiny-cnn") for p in ("forward", "train_step")}
+    assert all(r["validated"] is True and r["rounds"] == 3 and r["median_s"] > 0 for r in speed.values())
+    assert not [r for r in recs if r["kind"] == "error" and r["impl"] == "cupy_twin"]
 
 
 def test_project_agreement_check_passes_with_twins(monkeypatch):
     """``bench.agreement.check("cupy", ...)`` (what the harness runs) on the twin model."""
-    from bench import agreement
-
-    monkeypatch.setattr(backend, "build", twin_build)
     for name in ("tiny-mlp", "tiny-cnn"):
         for dtype in ("float64", "float32"):
-            res = agreement.check("cupy", preset(name), dtype)
-            assert res.passed and res.error is None, (name, dtype, res.error)
+            res = agree(monkeypatch, twin_build, name, dtype)
+            assert res.passed and res.error is None, res.format(verbose=True)
 
 
 # ---------------------------------------------------------------------- the model on the CPU
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", PRESETS)
-def test_twin_model_agrees_with_reference(name, dtype):
-    rows = compare(twin_build, preset(name), dtype, tol=tol_for(dtype))
-    assert not failures(rows), describe(rows)
+def test_twin_model_agrees_with_reference(monkeypatch, name, dtype):
+    res = agree(monkeypatch, twin_build, name, dtype)
+    assert res.passed, res.format(verbose=True)
 
 
 @needs_cxx
@@ -246,10 +254,10 @@ def test_twin_model_agrees_with_reference(name, dtype):
     "name, dtype", [("tiny-mlp", "float64"), ("tiny-mlp", "float32"), ("tiny-cnn", "float64"),
                     ("tiny-cnn", "float32"), ("cnn", "float64"), ("mlp-relu", "float32")],
 )  # fmt: skip
-def test_emulated_cuda_model_agrees_with_reference(name, dtype):
+def test_emulated_cuda_model_agrees_with_reference(monkeypatch, name, dtype):
     """The whole model on the CUDA kernel source compiled for the CPU."""
-    rows = compare(emulated_build, preset(name), dtype, n=4, tol=tol_for(dtype))
-    assert not failures(rows), describe(rows)
+    res = agree(monkeypatch, emulated_build, name, dtype, batch=4)
+    assert res.passed, res.format(verbose=True)
 
 
 @pytest.mark.parametrize("provider", ["numpy", pytest.param("emulated", marks=needs_cxx)])
@@ -258,7 +266,7 @@ def test_train_step_with_dropout_matches_reference(name, provider):
     """Dropout on: the same uniforms are drawn in the same order, so the steps coincide."""
     spec = preset(name)
     params = init_params(spec, 1, bias="uniform")
-    x, y = batch(spec, 6)
+    x, y = sample_batch(spec, 6, 1)
     model = CupyModel(spec, params, "float64", xp=np, kernels=K.make_kernels(provider, "float64"), seed=3)
     ref = XpModel(spec, params, "float64", seed=3)
     xd, yd = model.to_device(x), model.to_device(y)
@@ -285,21 +293,21 @@ class BrokenPoolRouting(K.TwinKernels):
 @pytest.mark.parametrize(
     "name, table, phase", [("tiny-mlp", BrokenSigmoidGrad, "grad"), ("tiny-cnn", BrokenPoolRouting, "grad")]
 )
-def test_negative_control_broken_kernel_fails(name, table, phase):
+def test_negative_control_broken_kernel_fails(monkeypatch, name, table, phase):
     def build(spec, params, dtype):
         return CupyModel(spec, params, dtype, xp=np, kernels=table(dtype))
 
-    bad = failures(compare(build, preset(name), "float32"))
+    bad = agree(monkeypatch, build, name, "float32").failures()
     assert any(r["phase"] == phase for r in bad), "a broken kernel went unnoticed"
 
 
-def test_negative_control_perturbed_weight_fails():
+def test_negative_control_perturbed_weight_fails(monkeypatch):
     def build(spec, params, dtype):
         m = twin_build(spec, params, dtype)
         m.w["1.W"][0, 0] += 1e-7
         return m
 
-    bad = failures(compare(build, preset("tiny-mlp"), "float64", tol=SAME_MATH))
+    bad = agree(monkeypatch, build, "tiny-mlp", "float64").failures()
     assert {r["phase"] for r in bad} >= {"forward", "grad", "params"}
 
 
@@ -462,7 +470,7 @@ def test_cupy_model_runs_the_shared_adam():
     params = init_params(spec, 0, bias="uniform")
     model, ref = twin_build(spec, params, "float64"), XpModel(spec, params, "float64")
     for k in range(3):
-        x, y = batch(spec, 4, k)
+        x, y = sample_batch(spec, 4, k)
         assert model.optimizer_step(x, y) == pytest.approx(ref.optimizer_step(x, y), rel=1e-12)
     got, want = model.params(), ref.params()
     assert model.adam is not None and model.adam.t == 3

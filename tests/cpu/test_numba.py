@@ -129,8 +129,48 @@ def test_conv_direct_and_im2col_kernels_agree():
         np.testing.assert_allclose(a, d, rtol=1e-12)
 
 
+COMPILE_PROFILE = """
+name = "numba-compile"
+models = ["tiny-mlp"]
+dtypes = ["float32"]
+parts = ["speed"]
+timeout_s = 600
+[speed]
+phases = ["forward", "train_step"]
+batch_sizes = [8]
+warmup_rounds = 1
+min_rounds = 3
+max_rounds = 3
+round_min_s = 0.0
+target_s = 0.0
+[peak]
+gemm_n = 64
+rounds = 2
+[accuracy]
+epochs = 1
+[overrides.numba]
+cache_env = "NUMBA_CACHE_DIR"
+"""
+
+
 @pytest.mark.slow
-def test_compile_times_are_measured_apart():
-    res = NB.compile_times(preset("tiny-mlp"), "float32", batch=8, steps=3)
-    assert res["cold_first_call_s"] > res["warm_cache_first_call_s"] > 0
-    assert res["cold_first_call_s"] > 10 * res["steady_state_s"]
+def test_compile_time_measured_apart_by_the_run(tmp_path):
+    """JIT cost is the run's own cold / warm-cache probe (``bench.worker``'s first calls in a
+    fresh process over an empty ``NUMBA_CACHE_DIR``, then again over the filled one), the same
+    as the quick/standard/full profiles record for numba; nothing numba-specific measures it."""
+    import json
+
+    from bench.__main__ import main as bench_main
+
+    prof = tmp_path / "numba-compile.toml"
+    prof.write_text(COMPILE_PROFILE)
+    out = tmp_path / "runs"
+    argv = ["run", "--profile", str(prof), "--impls", "numba", "--out", str(out), "--no-report", "--threads", "1"]
+    assert bench_main(argv) == 0
+    recs = [json.loads(line) for line in ((out / "latest").resolve() / "results.jsonl").read_text().splitlines()]
+    comp = {r["phase"]: r for r in recs if r["kind"] == "compile" and r["impl"] == "numba"}
+    assert set(comp) == {"build", "forward", "train_step"}
+    cold = sum(r["cold_s"] for r in comp.values())
+    warm = sum(r["warm_cache_s"] for r in comp.values())
+    assert cold > warm > 0, (cold, warm)  # kernels compiled, then loaded from the on-disk cache
+    assert comp["forward"]["cold_s"] + comp["train_step"]["cold_s"] > 10 * comp["train_step"]["steady_s"]
