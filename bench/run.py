@@ -362,10 +362,8 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
 
 def create_run(ns: argparse.Namespace) -> Path:
     import implementations
-    from bench import envinfo
+    from bench import envinfo, inject
     from bench.threads import apply_threads, configured_threads
-
-    from bench import inject
 
     injected = os.environ.get(inject.ENV) or None
     try:
