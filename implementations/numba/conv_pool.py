@@ -55,7 +55,8 @@ class Cache:
 @njit(parallel=True, cache=True)
 def bias_relu_pool(z, b, out, arg):
     """z (N, H, W, O) conv output without bias -> out (N, H//2, W//2, O) = 2x2 max-pool
-    (floor) of relu(z + b), arg (int8 0..3) = row-major window cell of the first maximum."""
+    (floor) of relu(z + b), arg (int8 0..3) = row-major window cell of the first maximum.
+    NaN propagates as in the reference: relu keeps it and it wins the window (its first NaN)."""
     n, h, w, o = z.shape
     ho, wo = h // 2, w // 2
     one = K._one(z)
@@ -65,12 +66,12 @@ def bias_relu_pool(z, b, out, arg):
             for xx in range(wo):
                 for c in range(o):
                     v = z[s, 2 * yy, 2 * xx, c] + b[c]
-                    best = v if v > zero else zero
+                    best = zero if v < zero else v
                     a = 0
                     for q in range(1, 4):
                         v = z[s, 2 * yy + q // 2, 2 * xx + q % 2, c] + b[c]
-                        v = v if v > zero else zero
-                        if v > best:
+                        v = zero if v < zero else v
+                        if v > best or (v != v and best == best):
                             best, a = v, q
                     out[s, yy, xx, c] = best
                     arg[s, yy, xx, c] = a

@@ -33,8 +33,8 @@ def _one(a):
 def _act(v, code, one):
     if code == SIGMOID:  # 1 / (1 + e^-v): = 0.5 tanh(v/2) + 0.5, cheaper; e^-v -> inf gives 0
         return one / (one + np.exp(-v))
-    if code == RELU:
-        return v if v > 0 else one - one
+    if code == RELU:  # written so that a NaN stays NaN, as in the reference's maximum(x, 0)
+        return one - one if v < 0 else v
     if code == TANH:
         return np.tanh(v)
     return v
@@ -358,7 +358,7 @@ def conv_im2col_forward(x, wm, b, k: int, p: int):
 @njit(parallel=True, cache=True)
 def maxpool_forward(x):
     """2x2 stride 2 floor on (N, H, W, C): (out, arg) with arg 0..3 the window position
-    (row-major) of the first maximum."""
+    (row-major) of the first maximum; a NaN wins over numbers (the first NaN), as in the reference."""
     n, h, w, c = x.shape
     ho, wo = h // 2, w // 2
     out = np.empty((n, ho, wo, c), dtype=x.dtype)
@@ -371,7 +371,7 @@ def maxpool_forward(x):
                     a = 0
                     for q in range(1, 4):
                         v = x[b, 2 * yy + q // 2, 2 * xx + q % 2, ch]
-                        if v > best:
+                        if v > best or (v != v and best == best):
                             best, a = v, q
                     out[b, yy, xx, ch] = best
                     arg[b, yy, xx, ch] = a

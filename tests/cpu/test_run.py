@@ -311,7 +311,8 @@ def test_resume_skips_finished_parts(tmp_path, capsys):
 
 
 def test_accuracy_records_with_budget(tmp_path):
-    from bench.data import MnistError, mnist_arrays
+    from bench.data import MnistError
+    from bench.inputs import mnist_arrays
 
     try:
         mnist_arrays()
