@@ -19,8 +19,9 @@ threads, BLAS, library versions, GPU, git commit, ... whatever the runner record
   external assets.
 
 Derived speed columns the runner left empty (samples/s, speedups against numpy and
-pure_python, fraction of peak) are filled from the medians of the same run. Partial runs
-(some kinds missing) and skipped implementations are fine: missing sections say so.
+pure_python, fraction of peak) are filled from the medians of the same run, by the run's own
+``bench.derived.fill_derived``. Partial runs (some kinds missing) and skipped implementations
+are fine: missing sections say so.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.derived import DERIVED_COLUMNS, fill_derived
 from bench.headline import headline_markdown, headline_tables, stability_lines, usable_cores
 from bench.results import COMMON, KIND_COLUMNS, RESULTS_FILE, RUN_FILE, SchemaError, check_version, read_records
 from bench.stability import case_table
 
 ENV_PREFIX = "env."
-REFERENCE_IMPLS = ("numpy", "pure_python")
 SPEED_KEYS = ["model", "dtype", "phase", "batch_size"]
 GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
 OUTPUT_FILES = ("results.parquet", "results.csv", "summary.md", "report.html")
@@ -120,6 +121,8 @@ def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> 
     env = {ENV_PREFIX + k: v for k, v in flatten(meta).items() if not k.startswith(bulky)}
     if isinstance(meta.get("profile"), dict) and "name" in meta["profile"]:
         env[ENV_PREFIX + "profile.name"] = meta["profile"]["name"]
+    # the derived speed columns a record lacks (a run cut short), as the run computes them
+    records = fill_derived([dict(r) for r in records], overwrite=False)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         by_kind.setdefault(str(rec.get("kind")), []).append(rec)
@@ -134,36 +137,10 @@ def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> 
             df = pd.concat([df, pd.DataFrame({k: [v] * len(df) for k, v in env.items()}, index=df.index)], axis=1)
         frames[kind] = df
     if "speed" in frames:
-        frames["speed"] = derive_speed(frames["speed"], frames.get("peak"))
+        speed = frames["speed"]
+        for c in ("median_s", "batch_size", "gflops", *DERIVED_COLUMNS):
+            speed[c] = pd.to_numeric(speed[c], errors="coerce")
     return frames
-
-
-def _median_of(df: pd.DataFrame, impl: str) -> pd.Series:
-    ref = df[df["impl"] == impl].drop_duplicates(SPEED_KEYS, keep="last")
-    return df[SPEED_KEYS].merge(ref[SPEED_KEYS + ["median_s"]], how="left", on=SPEED_KEYS)["median_s"]
-
-
-def derive_speed(speed: pd.DataFrame, peak: pd.DataFrame | None) -> pd.DataFrame:
-    """Fill derived columns the runner left empty, from medians of the same run."""
-    df = speed.reset_index(drop=True).copy()
-    for c in ("median_s", "batch_size", "samples_per_s", "gflops", "frac_peak"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["samples_per_s"] = df["samples_per_s"].fillna(df["batch_size"] / df["median_s"])
-    for ref, col in zip(REFERENCE_IMPLS, ("speedup_vs_numpy", "speedup_vs_pure_python"), strict=True):
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(_median_of(df, ref) / df["median_s"])
-    peak_gflops = _peak_gflops(peak)
-    if peak_gflops:
-        df["frac_peak"] = df["frac_peak"].fillna(df["gflops"] / df["dtype"].map(peak_gflops))
-    return df
-
-
-def _peak_gflops(peak: pd.DataFrame | None) -> dict[str, float]:
-    """Best peak GFLOP/s per dtype (a run before per-dtype peaks has float32 only)."""
-    if peak is None or peak.empty:
-        return {}
-    g = peak.assign(gflops=pd.to_numeric(peak["gflops"], errors="coerce")).dropna(subset=["gflops"])
-    dt = g["dtype"].fillna("float32") if "dtype" in g else pd.Series("float32", index=g.index)
-    return {str(k): float(v) for k, v in g.groupby(dt)["gflops"].max().items()}
 
 
 def run_meta(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
