@@ -4,8 +4,9 @@ self-contained HTML page.
 ``load_run(run_dir)`` reads ``run.json`` and ``results.jsonl`` (``bench.results``) into one
 tidy ``pandas.DataFrame`` per record kind (one row per measurement, every column of the
 kind present even when no record filled it). The run metadata is flattened (nested keys
-joined with ``.``) and joined onto every row as ``env.<key>`` columns (CPU model, cores,
-threads, BLAS, library versions, GPU, git commit, ... whatever the runner recorded).
+joined with ``.``) and joined onto every row: the machine as ``env.<key>`` columns (CPU model,
+cores, threads, BLAS, library versions, GPU, git commit, ... whatever ``bench.envinfo``
+recorded), the run's settings as ``run.<key>`` (``run.threads``, ``run.profile.name``, ...).
 
 ``write_report(run_dir)`` writes into the run directory:
 
@@ -43,7 +44,10 @@ from bench.headline import headline_markdown, headline_tables, stability_lines, 
 from bench.results import COMMON, KIND_COLUMNS, RESULTS_FILE, RUN_FILE, SchemaError, check_version, read_records
 from bench.stability import case_table
 
-ENV_PREFIX = "env."
+ENV_PREFIX = "env."  # run.json's machine description (its "env"): env.hostname, env.cpu_model, ...
+RUN_PREFIX = "run."  # run.json's other keys: run.threads, run.started, run.profile.name, ...
+# left to run.json: joined onto every row they would make the tidy tables mostly repeated text
+BULKY_META = ("profile.", "specs.", "registry.", "argv")
 SPEED_KEYS = ["model", "dtype", "phase", "batch_size"]
 GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
 OUTPUT_FILES = ("results.parquet", "results.csv", "summary.md", "report.html")
@@ -115,12 +119,7 @@ def load_run(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """``load_run`` without the files: records grouped by kind, run.json flattened in."""
-    # The machine and run settings, not the whole profile and spec text (kept in run.json):
-    # joined onto every row they would make the tidy tables mostly repeated metadata.
-    bulky = ("profile.", "specs.", "registry.", "argv")
-    env = {ENV_PREFIX + k: v for k, v in flatten(meta).items() if not k.startswith(bulky)}
-    if isinstance(meta.get("profile"), dict) and "name" in meta["profile"]:
-        env[ENV_PREFIX + "profile.name"] = meta["profile"]["name"]
+    env = meta_columns(meta)
     # the derived speed columns a record lacks (a run cut short), as the run computes them
     records = fill_derived([dict(r) for r in records], overwrite=False)
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -143,11 +142,26 @@ def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> 
     return frames
 
 
+def meta_columns(meta: dict[str, Any]) -> dict[str, Any]:
+    """run.json as columns, each named once: ``env.<key>`` for the machine (run.json's ``env``),
+    ``run.<key>`` for the rest, less the bulky parts (``BULKY_META``) but the profile's name."""
+    cols = {}
+    for k, v in flatten(meta).items():
+        if not k.startswith(BULKY_META):
+            cols[k if k.startswith(ENV_PREFIX) else RUN_PREFIX + k] = v
+    if isinstance(meta.get("profile"), dict) and "name" in meta["profile"]:
+        cols[RUN_PREFIX + "profile.name"] = meta["profile"]["name"]
+    return cols
+
+
 def run_meta(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """The flattened run.json back from any frame's env columns."""
+    """The flattened run.json back from any frame's ``env.``/``run.`` columns, keyed as ``flatten``
+    keys it (``env.cpu_model``, ``threads``, ``profile.name``)."""
     for df in frames.values():
         if len(df):
-            return {c[len(ENV_PREFIX) :]: df[c].iloc[0] for c in df.columns if c.startswith(ENV_PREFIX)}
+            meta = {c: df[c].iloc[0] for c in df.columns if c.startswith(ENV_PREFIX)}
+            meta |= {c[len(RUN_PREFIX) :]: df[c].iloc[0] for c in df.columns if c.startswith(RUN_PREFIX)}
+            return meta
     return {}
 
 
@@ -219,7 +233,7 @@ def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     t["iqr_ms"] = pd.to_numeric(t["iqr_s"], errors="coerce") * 1e3
     cols = ["model", "dtype", "phase", "batch_size", "impl"] + (["process"] if "process" in t else [])
     cols += ["median_ms", "iqr_ms", "rounds", "samples_per_s"]
-    cols += ["speedup_vs_numpy", "speedup_vs_pure_python", "gflops", "frac_peak", "validated"]
+    cols += ["speedup_vs_numpy", "x_vs_pure_python_b1", "gflops", "frac_peak", "validated"]
     return _sort(t[cols], ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
 
 
@@ -331,9 +345,11 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     sec.append(
         Section(
             "Speed",
-            "Median and IQR per call; speedups are per-sample throughput ratios within this run "
-            "(against pure Python at its own, small batch size); "
-            "fraction of peak is against the in-run float32 GEMM; `validated` = agreement passed.",
+            "Median and IQR per call; `speedup_vs_numpy`: per-sample throughput against NumPy at the same "
+            "batch size; `x_vs_pure_python_b1`: per-sample throughput at this case's batch size against "
+            "pure Python at batch 1 (not the same batch: the ratio includes what batching gains); both within "
+            "this run, from the case's median of process medians. `frac_peak`: GFLOP/s against the in-run "
+            "GEMM peak in the case's dtype; `validated` = agreement passed.",
             speed_table(frames),
         )
     )

@@ -33,12 +33,12 @@ def test_fill_derived_case_medians():
     torch = [r for r in out if r["kind"] == "speed" and r["impl"] == "torch"]
     # the case's rate is its batch over the median of process medians (0.005 against numpy's 0.011)
     assert [r["speedup_vs_numpy"] for r in torch] == [pytest.approx(0.011 / 0.005)] * 3
-    # pure Python measured batch 1 only: its per-sample rate (10/s) is the reference
-    assert torch[0]["speedup_vs_pure_python"] == pytest.approx((50 / 0.005) / 10)
+    # against pure Python's per-sample rate at batch 1 (10/s)
+    assert torch[0]["x_vs_pure_python_b1"] == pytest.approx((50 / 0.005) / 10)
     assert torch[0]["samples_per_s"] == pytest.approx(50 / 0.004)  # per record
     assert torch[0]["frac_peak"] == pytest.approx(torch[0]["gflops"] / 100.0)  # the best peak
     lone = next(r for r in out if r["phase"] == "train_step")
-    assert lone["speedup_vs_numpy"] == pytest.approx(1.0) and lone["speedup_vs_pure_python"] is None
+    assert lone["speedup_vs_numpy"] == pytest.approx(1.0) and lone["x_vs_pure_python_b1"] is None
 
 
 def test_report_loader_fills_exactly_what_the_run_writes():

@@ -31,13 +31,15 @@ def test_load_run_tidy_with_env(run_dir):
     assert {"availability", "setting", "agreement", "speed", "accuracy", "peak", "compile", "error"} <= set(frames)
     speed = frames["speed"]
     assert len(speed) == 5 * 2 * 3 * 2  # one row per (impl, model, phase, batch)
-    for col in ("env.env.cpu_model", "env.env.cores", "env.env.blas", "env.env.versions.numpy", "env.git_commit"):
+    # run.json's machine (its "env") as env.<key>, the rest as run.<key>: each named once
+    for col in ("env.cpu_model", "env.cores", "env.blas", "env.versions.numpy", "run.git_commit", "run.run_id"):
         assert col in speed.columns, col
+    assert not [c for c in speed.columns if c.startswith(("env.env.", "env.run_id", "run.env."))]
     assert (speed["schema_version"] == SCHEMA_VERSION).all()
     # derived columns filled from in-run medians: numpy against itself is exactly 1
     np_rows = speed[speed["impl"] == "numpy"]
     assert (np_rows["speedup_vs_numpy"] == 1.0).all()
-    assert speed["speedup_vs_pure_python"].notna().all()
+    assert speed["x_vs_pure_python_b1"].notna().all()
     assert (speed["frac_peak"] > 0).all()
 
 

@@ -391,17 +391,19 @@ def test_failure_classification():
 
 
 def test_fill_derived():
-    def speed(impl, median):
-        return make_record("speed", impl=impl, model="mlp", dtype="float32", phase="forward", batch_size=50,
+    def speed(impl, median, batch=50):
+        return make_record("speed", impl=impl, model="mlp", dtype="float32", phase="forward", batch_size=batch,
                            median_s=median, gflops=1.0 / median)  # fmt: skip
 
-    recs = [speed("numpy", 0.01), speed("pure_python", 1.0), speed("torch", 0.005)]
+    recs = [speed("numpy", 0.01), speed("pure_python", 1.0), speed("torch", 0.005), speed("pure_python", 0.04, 1)]
     recs.append(make_record("peak", impl="numpy", gflops=400.0))
-    out = {r["impl"]: r for r in fill_derived(recs) if r["kind"] == "speed"}
-    assert out["torch"]["speedup_vs_numpy"] == pytest.approx(2.0)
-    assert out["torch"]["speedup_vs_pure_python"] == pytest.approx(200.0)
-    assert out["pure_python"]["speedup_vs_numpy"] == pytest.approx(0.01)
-    assert out["torch"]["frac_peak"] == pytest.approx(200.0 / 400.0)
+    out = {(r["impl"], r["batch_size"]): r for r in fill_derived(recs) if r["kind"] == "speed"}
+    assert out[("torch", 50)]["speedup_vs_numpy"] == pytest.approx(2.0)
+    # against pure Python at batch 1 (25 samples/s), even where it also measured batch 50 (50/s)
+    assert out[("torch", 50)]["x_vs_pure_python_b1"] == pytest.approx(10000 / 25)
+    assert out[("pure_python", 50)]["x_vs_pure_python_b1"] == pytest.approx(2.0)
+    assert out[("pure_python", 50)]["speedup_vs_numpy"] == pytest.approx(0.01)
+    assert out[("torch", 50)]["frac_peak"] == pytest.approx(200.0 / 400.0)
 
 
 def test_timing_plan_and_json():
