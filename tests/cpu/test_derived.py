@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from bench import report
 from bench.derived import DERIVED_COLUMNS, fill_derived
+from bench.frames import frames_from_records
 from bench.results import make_record
 
 
@@ -45,7 +45,7 @@ def test_report_loader_fills_exactly_what_the_run_writes():
     """A run cut short before its end has no derived columns: the loader fills them with the
     run's own values (one implementation, not a second one that could drift)."""
     written = fill_derived(records())
-    frames = report.frames_from_records(records(), {"run_id": "r"})
+    frames = frames_from_records(records(), {"run_id": "r"})
     loaded = frames["speed"]
     want = [r for r in written if r["kind"] == "speed"]
     assert len(loaded) == len(want)
@@ -59,7 +59,7 @@ def test_report_loader_keeps_what_the_run_wrote():
     stored = copy.deepcopy(recs)
     stored[0]["speedup_vs_numpy"] = 123.0  # as written by the run (e.g. an older definition)
     stored[1]["speedup_vs_numpy"] = None  # lacking: filled
-    loaded = report.frames_from_records(stored, {})["speed"]
+    loaded = frames_from_records(stored, {})["speed"]
     assert loaded["speedup_vs_numpy"][0] == 123.0
     assert loaded["speedup_vs_numpy"][1] == pytest.approx(recs[1]["speedup_vs_numpy"])
     assert stored[1]["speedup_vs_numpy"] is None  # the caller's records are not changed

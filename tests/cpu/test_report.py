@@ -1,5 +1,5 @@
-"""Reports (bench.report) on synthetic runs: tidy frames, the four files, self-contained HTML,
-skipped implementations visible with their reason, partial runs."""
+"""Reports (bench.report and the modules it builds on) on synthetic runs: tidy frames, the four
+files, self-contained HTML, skipped implementations visible with their reason, partial runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from bench import report, report_cli
+from bench.render import markdown_table
+from bench.report_tables import agreement_table
 from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
 
 # the synthetic-run generator lives in test_compare.py; load it by path (no tests package)
@@ -68,7 +70,7 @@ def test_skipped_and_broken_are_visible(run_dir):
         assert re.search(rf"\| {re.escape(impl)} \| no \| {re.escape(reason)} \|", md), impl
         assert reason in page
     # numba's agreement fails: it is listed as not passed, and its speed rows not validated
-    agr = report.agreement_table(report.load_run(run_dir))
+    agr = agreement_table(report.load_run(run_dir))
     assert not agr.loc[agr["impl"] == "numba", "passed"].any()
     assert agr.loc[agr["impl"] == "numpy", "passed"].all()
     section = md.split("## Agreement", 1)[1].split("\n## ", 1)[0]
@@ -127,7 +129,7 @@ def test_cli_ok(run_dir, capsys):
 
 
 def test_markdown_table_escapes():
-    md = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
+    md = markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
     assert md.splitlines()[2] == "| x\\|y | 1.235 |"
     assert md.splitlines()[3] == "|  |  |"
 

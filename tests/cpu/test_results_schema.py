@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, history, report, report_cli
+from bench import compare, history, report_cli
+from bench.frames import load_run, run_meta
 from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, SchemaError, append_records, make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def test_the_old_run_is_old():
 
 
 def test_old_schema_run_loads_with_the_new_column_names():
-    frames = report.load_run(OLD_RUN)
+    frames = load_run(OLD_RUN)
     speed = frames["speed"]
     cols = set(speed.columns)
     assert {"env.hostname", "env.cpu_model", "env.blas", "env.threads", "run.threads", "run.profile.name"} <= cols
@@ -47,7 +48,7 @@ def test_old_schema_run_loads_with_the_new_column_names():
     for r in speed.itertuples():
         assert r.x_vs_pure_python_b1 == pytest.approx(old[(r.impl, r.model, r.phase, r.process)], rel=1e-9)
     # the readers that go by run.json's keys get them as before (compare, history, side by side)
-    meta = report.run_meta(frames)
+    meta = run_meta(frames)
     assert meta["env.cpu_model"] == json.loads((OLD_RUN / RUN_FILE).read_text())["env"]["cpu_model"]
     assert meta["threads"] == 2 and meta["profile.name"] == "quick" and meta["run_id"] == "20261123-133009-quick"
     row = history.run_row(OLD_RUN, frames, history.SERIES_KEYS)
@@ -70,7 +71,7 @@ def test_old_column_with_another_meaning_is_recomputed(tmp_path):
         r["schema_version"] = 1
     recs[2]["speedup_vs_pure_python"] = 100.0  # schema 1: 5000 / 50, the same batch
     append_records(rd, recs)
-    speed = report.load_run(rd)["speed"].set_index(["impl", "batch_size"])
+    speed = load_run(rd)["speed"].set_index(["impl", "batch_size"])
     assert speed.loc[("numpy", 50), "x_vs_pure_python_b1"] == pytest.approx(5000 / 25)
     assert "speedup_vs_pure_python" not in speed.columns
 
@@ -86,10 +87,10 @@ def test_newer_schema_is_refused(tmp_path, capsys, where):
     else:
         append_records(rd, [{**make_record("peak", impl="numpy", gflops=1.0), "schema_version": SCHEMA_VERSION + 1}])
     with pytest.raises(SchemaError, match="newer nnbench"):
-        report.load_run(rd)
+        load_run(rd)
     assert report_cli.main([str(rd)]) == 2
     assert f"schema {SCHEMA_VERSION + 1}" in capsys.readouterr().out
     # negative control: the same run at the current version loads
     (rd / RESULTS_FILE).write_text((OLD_RUN / RESULTS_FILE).read_text())
     (rd / RUN_FILE).write_text((OLD_RUN / RUN_FILE).read_text())
-    assert "speed" in report.load_run(rd)
+    assert "speed" in load_run(rd)
