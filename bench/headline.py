@@ -126,7 +126,7 @@ def stability_lines(frames: dict[str, pd.DataFrame], cores: int | None = None) -
 
 def usable_cores(frames: dict[str, pd.DataFrame]) -> int | None:
     for df in frames.values():
-        for col in ("env.env.cpu_cores_usable", "env.cpu_cores_usable", "env.env.threads", "env.threads"):
+        for col in ("env.cpu_cores_usable", "env.threads", "run.threads"):
             if col in df and len(df) and pd.notna(df[col].iloc[0]):
                 try:
                     return int(df[col].iloc[0])

@@ -1,7 +1,7 @@
 """``python -m bench history RUNS... --out DIR``: speed across runs, one series per machine.
 
 Each argument is a run directory or a folder holding run directories (searched recursively:
-a folder of CI artifacts). Every run is read with ``bench.report.load_run`` (pandas); the git
+a folder of CI artifacts). Every run is read with ``bench.frames.load_run`` (pandas); the git
 commit, start date and machine come from its ``run.json``.
 
 - Per case (impl, model, dtype, phase, batch size) and run: the in-run ratio
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import compare, report
+from bench import compare, render
+from bench.frames import RunDirError, flatten, load_run, read_run_meta, resolve_run_dir, run_meta
 from bench.results import RESULTS_FILE, RUN_FILE, SchemaError
 
 SERIES_KEYS = ("env.cpu_model", "env.cpu_cores_usable", "env.gpu", "threads", "profile.name")
@@ -49,19 +50,17 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     found: dict[Any, Path] = {}
     for p in map(Path, paths):
         if (p / RESULTS_FILE).is_file() or p.is_file():
-            candidates = [report.resolve_run_dir(p)]
+            candidates = [resolve_run_dir(p)]
         elif p.is_dir():
             candidates = sorted(r.parent for r in p.rglob(RESULTS_FILE) if (r.parent / RUN_FILE).is_file())
         else:
-            raise report.RunDirError(f"no run directory or folder at {p}")
+            raise RunDirError(f"no run directory or folder at {p}")
         for c in candidates:
-            meta = report.read_run_meta(c)
+            meta = read_run_meta(c)
             key = (meta["run_id"], meta.get("started")) if meta.get("run_id") else c.resolve()
             found.setdefault(key, c)
     if not found:
-        raise report.RunDirError(
-            f"no run directories (with {RESULTS_FILE} and {RUN_FILE}) under {', '.join(map(str, paths))}"
-        )
+        raise RunDirError(f"no run directories (with {RESULTS_FILE} and {RUN_FILE}) under {', '.join(map(str, paths))}")
     return list(found.values())
 
 
@@ -73,11 +72,11 @@ def series_label(meta: dict[str, Any], keys: tuple[str, ...]) -> str:
         "env.gpu": "gpu {}",
         "threads": "{} threads",
     }
-    return ", ".join(unit.get(k, "{}").format(report._fmt(meta.get(k))) for k in keys)
+    return ", ".join(unit.get(k, "{}").format(render.fmt(meta.get(k))) for k in keys)
 
 
 def run_row(run_dir: Path, frames: dict[str, pd.DataFrame], keys: tuple[str, ...]) -> dict[str, Any]:
-    meta = report.run_meta(frames) or report.flatten(report.read_run_meta(run_dir))
+    meta = run_meta(frames) or flatten(read_run_meta(run_dir))
     commit = str(meta.get("env.git_commit") or "unknown")
     return {
         "run_id": str(meta.get("run_id") or run_dir.name),
@@ -113,7 +112,7 @@ def load_history(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs: one row per run in date order, with ``x`` its position; points: one row per run
     and case, with the step-change columns of the comparison with the series' previous run)."""
-    loaded = [(rd, report.load_run(rd)) for rd in find_runs(paths)]
+    loaded = [(rd, load_run(rd)) for rd in find_runs(paths)]
     runs = pd.DataFrame([run_row(rd, fr, keys) for rd, fr in loaded])
     runs["frames"] = [fr for _, fr in loaded]
     runs = runs.sort_values(["started", "run_id"], kind="stable").reset_index(drop=True)
@@ -247,11 +246,11 @@ def render_markdown(runs: pd.DataFrame, points: pd.DataFrame, png: str) -> str:
         NOTE,
         "",
     ]
-    out += ["## Runs", "", report.markdown_table(runs_table(runs).drop(columns="path")), ""]
+    out += ["## Runs", "", render.markdown_table(runs_table(runs).drop(columns="path")), ""]
     out += ["## Step changes", ""]
-    out += [report.markdown_table(steps) if len(steps) else "_None: no case changed beyond the gate's noise band._", ""]
+    out += [render.markdown_table(steps) if len(steps) else "_None: no case changed beyond the gate's noise band._", ""]
     out += ["## Ratio to the in-run reference, per run", ""]
-    out += [report.markdown_table(ratio_pivot(points)) if len(points) else "_No speed records._", ""]
+    out += [render.markdown_table(ratio_pivot(points)) if len(points) else "_No speed records._", ""]
     return "\n".join(out)
 
 
@@ -259,16 +258,16 @@ def render_html(runs: pd.DataFrame, points: pd.DataFrame, png_uri: str) -> str:
     steps = steps_table(points)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench history</title><style>{report._CSS}</style></head><body>",
+        f"<title>nnbench history</title><style>{render.CSS}</style></head><body>",
         f"<h1>nnbench history: {len(runs)} runs, {runs['series'].nunique()} series</h1>",
         f"<img alt='ratio to the in-run reference per run' src='{png_uri}'>",
         f"<p class='note'>{html.escape(NOTE)}</p>",
         "<h2>Runs</h2>",
-        report._html_table(runs_table(runs)),
+        render.html_table(runs_table(runs)),
         "<h2>Step changes</h2>",
-        report._html_table(steps) if len(steps) else "<p class='note'>None.</p>",
+        render.html_table(steps) if len(steps) else "<p class='note'>None.</p>",
         "<h2>Every figure</h2>",
-        report._html_table(points_table(points)) if len(points) else "<p class='note'>No speed records.</p>",
+        render.html_table(points_table(points)) if len(points) else "<p class='note'>No speed records.</p>",
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -286,7 +285,7 @@ def write_history(
     out.mkdir(parents=True, exist_ok=True)
     fig = fig_history(runs, points)
     fig.savefig(out / "history.png", dpi=80)
-    uri = report._png(fig)
+    uri = render.png_uri(fig)
     (out / "history.md").write_text(render_markdown(runs, points, "history.png"), encoding="utf-8")
     (out / "history.html").write_text(render_html(runs, points, uri), encoding="utf-8")
     return out / "history.html"
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = tuple(k.strip() for k in ns.series_by.split(",") if k.strip())
     try:
         page = write_history(ns.runs, ns.out, keys)
-    except (report.RunDirError, SchemaError) as e:
+    except (RunDirError, SchemaError) as e:
         print(f"error: {e}")
         return 2
     print(f"wrote {', '.join(OUTPUT_FILES)} in {page.parent}")

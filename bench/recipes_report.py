@@ -1,6 +1,7 @@
 """``python -m bench.recipes_report OUT_DIR RUN_DIR...``: the recipes' analysis (``bench.recipes``)
 over several runs, as ``recipes.md`` and ``recipes.html``. Apart from ``bench.recipes`` because it
-builds on ``bench.report``, which itself uses the analysis (no import circle).
+builds on the report's modules (``bench.frames``, ``bench.render``), and ``bench.report_tables``
+uses the analysis (no import circle).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.frames import load_run
 from bench.recipes import _numeric, fig_curves, headline, retarget, sections
-from bench.report import _html_table, _png, load_run, markdown_table
+from bench.render import html_table, markdown_table, png_uri
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -41,9 +43,9 @@ def write(out_dir: str | Path, run_dirs: list[str], targets: dict[str, float] | 
     md += ["", "## Test accuracy per epoch", "", markdown_table(curves.reset_index())]
     (out / "recipes.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     page = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>recipes</title></head><body>"]
-    page.append(f"<h1>Recipes</h1><img alt='curves' src='{_png(fig_curves(acc))}'>")
+    page.append(f"<h1>Recipes</h1><img alt='curves' src='{png_uri(fig_curves(acc))}'>")
     for title, text, table in secs:
-        page += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", _html_table(table)]
+        page += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", html_table(table)]
     page.append("</body></html>")
     (out / "recipes.html").write_text("\n".join(page), encoding="utf-8")
     return out / "recipes.md"

@@ -1,11 +1,4 @@
-"""Reports of one benchmark run: tidy DataFrames, Parquet/CSV, a Markdown summary and one
-self-contained HTML page.
-
-``load_run(run_dir)`` reads ``run.json`` and ``results.jsonl`` (``bench.results``) into one
-tidy ``pandas.DataFrame`` per record kind (one row per measurement, every column of the
-kind present even when no record filled it). The run metadata is flattened (nested keys
-joined with ``.``) and joined onto every row as ``env.<key>`` columns (CPU model, cores,
-threads, BLAS, library versions, GPU, git commit, ... whatever the runner recorded).
+"""Reports of one benchmark run: Parquet/CSV, a Markdown summary and one self-contained HTML page.
 
 ``write_report(run_dir)`` writes into the run directory:
 
@@ -18,602 +11,35 @@ threads, BLAS, library versions, GPU, git commit, ... whatever the runner record
 - ``report.html``: the same tables plus matplotlib figures embedded as base64 PNG; no
   external assets.
 
-Derived speed columns the runner left empty (samples/s, speedups against numpy and
-pure_python, fraction of peak) are filled from the medians of the same run. Partial runs
-(some kinds missing) and skipped implementations are fine: missing sections say so.
+The run is read by ``bench.frames.load_run`` (one tidy frame per record kind, run.json's
+``env.<key>`` and ``run.<key>`` columns on every row); the tables are ``bench.report_tables``,
+the figures ``bench.figures``, the cell and table formatting ``bench.render``. Partial runs (some
+kinds missing) and skipped implementations are fine: missing sections say so.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from bench.figures import FIGURES
+from bench.frames import (
+    RunDirError,  # noqa: F401 - bench.compare imports it from here, with load_run
+    load_run,
+    read_run_meta,
+    resolve_run_dir,
+)
 from bench.headline import headline_markdown, headline_tables, stability_lines, usable_cores
-from bench.results import COMMON, KIND_COLUMNS, RESULTS_FILE, RUN_FILE, SchemaError, check_version, read_records
-from bench.stability import case_table
+from bench.render import CSS, cell, html_table, markdown_table
+from bench.report_tables import build_sections
+from bench.results import COMMON
 
-ENV_PREFIX = "env."
-REFERENCE_IMPLS = ("numpy", "pure_python")
-SPEED_KEYS = ["model", "dtype", "phase", "batch_size"]
 GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
 OUTPUT_FILES = ("results.parquet", "results.csv", "summary.md", "report.html")
-
-
-class RunDirError(ValueError):
-    """The path is not a readable run directory."""
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def resolve_run_dir(path: str | Path) -> Path:
-    """A run directory, following ``reports/latest`` whether it is a symlink or a small
-    text file holding the run's path (relative to its own folder)."""
-    p = Path(path)
-    if p.is_file() and p.name != RESULTS_FILE and p.stat().st_size < 4096:
-        target = p.read_text(encoding="utf-8").strip()
-        if target:
-            q = Path(target)
-            p = q if q.is_absolute() else p.parent / q
-    if not p.exists():
-        raise RunDirError(f"run directory not found: {path}")
-    if not p.is_dir():
-        raise RunDirError(f"not a run directory (not a folder): {path}")
-    if not (p / RESULTS_FILE).is_file():
-        raise RunDirError(f"not a run directory (no {RESULTS_FILE}): {path}")
-    return p
-
-
-def read_run_meta(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` (``{}`` when absent: a run that died before writing it is still read)."""
-    path = run_dir / RUN_FILE
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SchemaError(f"{path}: not JSON: {e}") from e
-    if not isinstance(meta, dict):
-        raise SchemaError(f"{path}: expected a JSON object")
-    if "schema_version" in meta:
-        check_version(meta["schema_version"], str(path))
-    return meta
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> ``{"a.b": scalar}``; lists become JSON text."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out[key] = json.dumps(v, default=str)
-        else:
-            out[key] = v
-    return out
-
-
-def load_run(run_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """One tidy DataFrame per record kind present, env columns joined in.
-
-    Raises ``RunDirError`` (not a run dir) or ``SchemaError`` (newer or malformed schema).
-    """
-    rd = resolve_run_dir(run_dir)
-    return frames_from_records(read_records(rd), read_run_meta(rd))
-
-
-def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """``load_run`` without the files: records grouped by kind, run.json flattened in."""
-    # The machine and run settings, not the whole profile and spec text (kept in run.json):
-    # joined onto every row they would make the tidy tables mostly repeated metadata.
-    bulky = ("profile.", "specs.", "registry.", "argv")
-    env = {ENV_PREFIX + k: v for k, v in flatten(meta).items() if not k.startswith(bulky)}
-    if isinstance(meta.get("profile"), dict) and "name" in meta["profile"]:
-        env[ENV_PREFIX + "profile.name"] = meta["profile"]["name"]
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for rec in records:
-        by_kind.setdefault(str(rec.get("kind")), []).append(rec)
-    frames: dict[str, pd.DataFrame] = {}
-    for kind, recs in by_kind.items():
-        cols = list(COMMON) + list(KIND_COLUMNS.get(kind, ()))
-        extra = sorted({k for r in recs for k in r} - set(cols))
-        df = pd.DataFrame.from_records(recs, columns=cols + extra)
-        if df["run_id"].isna().all() and "run_id" in meta:
-            df["run_id"] = meta["run_id"]
-        if env:
-            df = pd.concat([df, pd.DataFrame({k: [v] * len(df) for k, v in env.items()}, index=df.index)], axis=1)
-        frames[kind] = df
-    if "speed" in frames:
-        frames["speed"] = derive_speed(frames["speed"], frames.get("peak"))
-    return frames
-
-
-def _median_of(df: pd.DataFrame, impl: str) -> pd.Series:
-    ref = df[df["impl"] == impl].drop_duplicates(SPEED_KEYS, keep="last")
-    return df[SPEED_KEYS].merge(ref[SPEED_KEYS + ["median_s"]], how="left", on=SPEED_KEYS)["median_s"]
-
-
-def derive_speed(speed: pd.DataFrame, peak: pd.DataFrame | None) -> pd.DataFrame:
-    """Fill derived columns the runner left empty, from medians of the same run."""
-    df = speed.reset_index(drop=True).copy()
-    for c in ("median_s", "batch_size", "samples_per_s", "gflops", "frac_peak"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    df["samples_per_s"] = df["samples_per_s"].fillna(df["batch_size"] / df["median_s"])
-    for ref, col in zip(REFERENCE_IMPLS, ("speedup_vs_numpy", "speedup_vs_pure_python"), strict=True):
-        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(_median_of(df, ref) / df["median_s"])
-    peak_gflops = _peak_gflops(peak)
-    if peak_gflops:
-        df["frac_peak"] = df["frac_peak"].fillna(df["gflops"] / df["dtype"].map(peak_gflops))
-    return df
-
-
-def _peak_gflops(peak: pd.DataFrame | None) -> dict[str, float]:
-    """Best peak GFLOP/s per dtype (a run before per-dtype peaks has float32 only)."""
-    if peak is None or peak.empty:
-        return {}
-    g = peak.assign(gflops=pd.to_numeric(peak["gflops"], errors="coerce")).dropna(subset=["gflops"])
-    dt = g["dtype"].fillna("float32") if "dtype" in g else pd.Series("float32", index=g.index)
-    return {str(k): float(v) for k, v in g.groupby(dt)["gflops"].max().items()}
-
-
-def run_meta(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """The flattened run.json back from any frame's env columns."""
-    for df in frames.values():
-        if len(df):
-            return {c[len(ENV_PREFIX) :]: df[c].iloc[0] for c in df.columns if c.startswith(ENV_PREFIX)}
-    return {}
-
-
-# ----------------------------------------------------------------------------- tables
-
-
-def _bools(s: pd.Series) -> pd.Series:
-    """Truthiness of a column that may hold bools, None or NaN (missing is False)."""
-    return s.map(lambda v: False if _cell(v) is None else bool(v)).astype(bool)
-
-
-def _impl_order(frames: dict[str, pd.DataFrame]) -> dict[str, int]:
-    try:
-        import implementations
-
-        names = implementations.names()
-    except Exception:  # the report must not depend on the registry importing cleanly
-        names = []
-    seen = list(names)
-    for df in frames.values():
-        seen += [i for i in df["impl"].dropna().unique() if i not in seen]
-    return {n: i for i, n in enumerate(seen)}
-
-
-def _sort(df: pd.DataFrame, keys: list[str], order: dict[str, int]) -> pd.DataFrame:
-    keys = [k for k in keys if k in df.columns]
-    if not keys:
-        return df
-    return df.sort_values(keys, key=lambda s: s.map(order) if s.name == "impl" else s, kind="stable")
-
-
-def availability_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    df = frames.get("availability")
-    if df is None or df.empty:
-        return None
-    t = df.drop_duplicates(["impl"], keep="last")[["impl", "available", "reason", "requires"]]
-    return _sort(t, ["impl"], _impl_order(frames)).reset_index(drop=True)
-
-
-def agreement_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    """Per (impl, model, dtype): passed, worst max_rel per phase, first divergent layer."""
-    df = frames.get("agreement")
-    if df is None or df.empty:
-        return None
-    df = df.copy()
-    df["max_rel"] = pd.to_numeric(df["max_rel"], errors="coerce")
-    keys = ["impl", "model", "dtype"]
-    worst = df.pivot_table(index=keys, columns="phase", values="max_rel", aggfunc="max", dropna=False)
-    worst.columns = [f"worst_rel_{c}" for c in worst.columns]
-    g = df.groupby(keys, dropna=False)
-    summary = pd.DataFrame(
-        {
-            "passed": g["ok"].agg(lambda s: bool(_bools(s).all())),
-            "failed_tensors": g["ok"].agg(lambda s: int((~_bools(s)).sum())),
-            "first_divergent_layer": g["first_divergent_layer"].agg(lambda s: next(iter(s.dropna()), None)),
-        }
-    )
-    t = summary.join(worst).reset_index()
-    return _sort(t, ["model", "dtype", "impl"], _impl_order(frames)).reset_index(drop=True)
-
-
-def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    df = frames.get("speed")
-    if df is None or df.empty:
-        return None
-    keys = ["impl"] + SPEED_KEYS + (["process"] if "process" in df else [])
-    t = df.drop_duplicates(keys, keep="last").copy()
-    t["median_ms"] = pd.to_numeric(t["median_s"], errors="coerce") * 1e3
-    t["iqr_ms"] = pd.to_numeric(t["iqr_s"], errors="coerce") * 1e3
-    cols = ["model", "dtype", "phase", "batch_size", "impl"] + (["process"] if "process" in t else [])
-    cols += ["median_ms", "iqr_ms", "rounds", "samples_per_s"]
-    cols += ["speedup_vs_numpy", "speedup_vs_pure_python", "gflops", "frac_peak", "validated"]
-    return _sort(t[cols], ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
-
-
-def accuracy_tables(frames: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(per-epoch test accuracy, final summary with spread over seeds and time to target)."""
-    df = frames.get("accuracy")
-    if df is None or df.empty:
-        return None
-    df = df.copy()
-    for c in ("test_acc", "epoch_s", "time_to_target_s", "extrapolated_epoch_s", "epoch"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
-    keys = ["impl", "model", "dtype"]
-    per_epoch = df.pivot_table(index=keys + ["seed"], columns="epoch", values="test_acc", aggfunc="last")
-    per_epoch.columns = [f"epoch_{int(c)}" for c in per_epoch.columns]
-    last = df.sort_values("epoch").groupby(keys + ["seed"], dropna=False).tail(1)
-    g = last.groupby(keys, dropna=False)
-    final = pd.DataFrame(
-        {
-            "seeds": g["seed"].nunique(),
-            "epochs": g["epoch"].max(),
-            "final_acc_mean": g["test_acc"].mean(),
-            "final_acc_std": g["test_acc"].std(),
-            "train_samples": g["train_samples"].max(),
-            "epoch_s_mean": df.groupby(keys, dropna=False)["epoch_s"].mean(),
-            "extrapolated_epoch_s": df.groupby(keys, dropna=False)["extrapolated_epoch_s"].max(),
-            "target_acc": g["target_acc"].max(),
-            "time_to_target_s": df.groupby(keys, dropna=False)["time_to_target_s"].min(),
-            "validated": g["validated"].agg(lambda s: bool(_bools(s).all())),
-        }
-    ).reset_index()
-    order = _impl_order(frames)
-    return (
-        _sort(per_epoch.reset_index(), ["model", "dtype", "impl"], order).reset_index(drop=True),
-        _sort(final, ["model", "dtype", "impl"], order).reset_index(drop=True),
-    )
-
-
-def stability_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    df = frames.get("speed")
-    if df is None or df.empty:
-        return None
-    t = case_table(df, usable_cores(frames))
-    return _sort(t, ["model", "dtype", "phase", "batch_size", "impl"], _impl_order(frames)).reset_index(drop=True)
-
-
-def recipe_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
-    """Final accuracy with binomial intervals, equivalence with NumPy, dnn against the course
-    (``bench.recipes``)."""
-    from bench import recipes
-
-    acc = frames.get("accuracy")
-    if acc is None or acc.empty:
-        return []
-    try:
-        return [Section(t, text, table) for t, text, table in recipes.sections(acc)]
-    except Exception as e:  # analysis of odd records must not lose the report
-        return [Section("Recipes", f"analysis failed: {type(e).__name__}: {e}")]
-
-
-def error_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    """Error records, less the availability skips (the Availability section lists those)."""
-    df = frames.get("error")
-    if df is None or df.empty:
-        return None
-    df = df[~((df["phase"] == "availability") & (df["status"] == "skipped"))]
-    return simple_table({**frames, "error": df}, "error", ["impl", "model", "dtype", "phase", "status", "error"])
-
-
-def simple_table(frames: dict[str, pd.DataFrame], kind: str, cols: list[str]) -> pd.DataFrame | None:
-    df = frames.get(kind)
-    if df is None or df.empty:
-        return None
-    return _sort(df[cols], ["model", "impl"], _impl_order(frames)).reset_index(drop=True)
-
-
-def env_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    """run.json, machine first (``env.*``), then run settings; the spec layer lists
-    (``specs.*``) are left to run.json."""
-    meta = run_meta(frames)
-    if not meta:
-        return None
-    keys = sorted((k for k in meta if not k.startswith("specs.")), key=lambda k: (not k.startswith("env."), "." in k))
-    return pd.DataFrame({"key": keys, "value": [_fmt(meta[k]) for k in keys]})
-
-
-# ----------------------------------------------------------------------------- sections
-
-
-@dataclass
-class Section:
-    title: str
-    text: str = ""
-    table: pd.DataFrame | None = None
-
-
-def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
-    """The report content, shared by the Markdown and HTML writers."""
-    sec = [Section("Environment", "From run.json.", env_table(frames))]
-    sec.append(
-        Section("Availability", "Skipped implementations are listed with their reason.", availability_table(frames))
-    )
-    sec.append(
-        Section(
-            "Agreement with the NumPy float64 reference",
-            "Worst relative error (max_abs / max|ref|) per phase; `passed` is every tensor within tolerance.",
-            agreement_table(frames),
-        )
-    )
-    sec.append(
-        Section(
-            "Speed",
-            "Median and IQR per call; speedups are per-sample throughput ratios within this run "
-            "(against pure Python at its own, small batch size); "
-            "fraction of peak is against the in-run float32 GEMM; `validated` = agreement passed.",
-            speed_table(frames),
-        )
-    )
-    sec.append(
-        Section(
-            "Speed stability (per case, across processes)",
-            "median_s is the median of the process medians (what the gate judges); flags say why a "
-            "figure is shaky (see bench/stability.py for the limits).",
-            stability_table(frames),
-        )
-    )
-    sec.append(Section("Measured peak", "", simple_table(frames, "peak", ["dtype", "gemm_n", "gflops", "median_s"])))
-    sec.append(
-        Section(
-            "Compile / JIT time",
-            "Cold first call apart from steady state.",
-            simple_table(frames, "compile", ["impl", "model", "dtype", "phase", "cold_s", "warm_cache_s", "steady_s"]),
-        )
-    )
-    acc = accuracy_tables(frames)
-    sec.append(Section("Accuracy (final epoch, time to target)", "", acc[1] if acc else None))
-    sec.append(Section("Test accuracy per epoch", "", acc[0] if acc else None))
-    sec += recipe_sections(frames)
-    sec.append(
-        Section(
-            "Settings",
-            "Per implementation: what changes its numbers.",
-            simple_table(frames, "setting", ["impl", "model", "key", "value"]),
-        )
-    )
-    sec.append(
-        Section(
-            "Errors",
-            "Cases that produced no figures (crash, timeout, oom, not_implemented, disagrees, a part a profile "
-            "skipped); implementations not available here are listed under Availability, not here.",
-            error_table(frames),
-        )
-    )
-    return sec
-
-
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return f"[{len(v)} values]"
-    return str(v)
-
-
-def _cell(v: Any) -> Any:
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v
-
-
-def markdown_table(df: pd.DataFrame, max_chars: int = 300) -> str:
-    """A GitHub Markdown table (no tabulate dependency); pipes and newlines escaped."""
-
-    def esc(v: Any) -> str:
-        s = _fmt(_cell(v)).replace("|", "\\|").replace("\n", " ")
-        return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
-
-    head = "| " + " | ".join(esc(c) for c in df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *rows])
-
-
-def render_markdown(
-    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
-) -> str:
-    head = [f"# nnbench run `{run_id}`", "", *injection_lines(injected), *gate_lines(gate)]
-    out = [*head, *headline_markdown(frames, markdown_table)]
-    for s in build_sections(frames):
-        out += [f"## {s.title}", ""]
-        if s.text:
-            out += [s.text, ""]
-        out += [markdown_table(s.table) if s.table is not None and len(s.table) else "_No records of this kind._", ""]
-    return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------- figures
-
-
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _subplots(n: int, width: float = 5.5, height: float = 3.8) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
-    return fig, list(axes[0])
-
-
-def _largest_batch_train(speed: pd.DataFrame) -> pd.DataFrame:
-    """train_step rows (else the last phase) at each model's largest batch."""
-    s = speed.drop_duplicates(["impl"] + SPEED_KEYS, keep="last")
-    phase = "train_step" if (s["phase"] == "train_step").any() else s["phase"].iloc[-1]
-    s = s[s["phase"] == phase]
-    big = s.groupby("model")["batch_size"].transform("max")
-    return s[s["batch_size"] == big]
-
-
-def fig_speedup(frames: dict[str, pd.DataFrame], col: str = "speedup_vs_numpy", label: str = "") -> str | None:
-    speed = frames.get("speed")
-    if speed is None or speed.empty or pd.to_numeric(speed[col], errors="coerce").isna().all():
-        return None
-    s = _largest_batch_train(speed)
-    models = list(s["model"].unique())
-    fig, axes = _subplots(len(models))
-    order = _impl_order(frames)
-    for ax, m in zip(axes, models, strict=True):
-        d = _sort(s[s["model"] == m], ["impl"], order)
-        vals = pd.to_numeric(d[col], errors="coerce")
-        ax.bar(d["impl"].astype(str), vals, color=["C2" if v else "C3" for v in _bools(d["validated"])])
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # ratios: linear, plain ticks
-        ax.set_title(f"{m}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}")
-        ax.set_ylabel(label or col)
-        ax.tick_params(axis="x", rotation=45)
-    return _png(fig)
-
-
-def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
-    speed = frames.get("speed")
-    if speed is None or speed.empty:
-        return None
-    s = speed.drop_duplicates(["impl"] + SPEED_KEYS, keep="last")
-    phase = "train_step" if (s["phase"] == "train_step").any() else s["phase"].iloc[-1]
-    s = s[s["phase"] == phase]
-    models = list(s["model"].unique())
-    fig, axes = _subplots(len(models))
-    for ax, m in zip(axes, models, strict=True):
-        for impl, d in _sort(s[s["model"] == m], ["impl", "batch_size"], _impl_order(frames)).groupby(
-            "impl", sort=False
-        ):
-            ax.plot(d["batch_size"], d["samples_per_s"], marker="o", label=str(impl))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("samples/s")
-        ax.set_title(f"{m}: {phase} throughput")
-        ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def fig_accuracy(frames: dict[str, pd.DataFrame]) -> str | None:
-    """Test accuracy per epoch, a panel per model, a line per implementation (mean over seeds,
-    band min..max) and the course's curve for ``dnn`` (``bench.recipes.fig_curves``)."""
-    from bench.recipes import fig_curves
-
-    acc = frames.get("accuracy")
-    if acc is None or acc.empty:
-        return None
-    return _png(fig_curves(acc, _impl_order(frames)))
-
-
-def fig_agreement(frames: dict[str, pd.DataFrame]) -> str | None:
-    agr = frames.get("agreement")
-    if agr is None or agr.empty:
-        return None
-    a = agr.copy()
-    a["max_rel"] = pd.to_numeric(a["max_rel"], errors="coerce").clip(lower=1e-18).astype(float)
-    a["tol"] = pd.to_numeric(a["tol"], errors="coerce")
-    keys = list(a.groupby(["model", "dtype"]).groups)
-    fig, axes = _subplots(len(keys), width=7.0)
-    for ax, (m, dt) in zip(axes, keys, strict=True):
-        d = a[(a["model"] == m) & (a["dtype"] == dt)]
-        tensors = list(dict.fromkeys(d["phase"].astype(str) + ":" + d["tensor"].astype(str)))
-        xpos = {t: i for i, t in enumerate(tensors)}
-        finite = d["max_rel"][np.isfinite(d["max_rel"])]
-        cap = max(1.0, 10 * float(finite.max())) if len(finite) else 1.0
-        for impl, e in _sort(d, ["impl"], _impl_order(frames)).groupby("impl", sort=False):
-            x = (e["phase"].astype(str) + ":" + e["tensor"].astype(str)).map(xpos)
-            ok = np.isfinite(e["max_rel"])
-            ax.scatter(x[ok], e["max_rel"][ok], s=14, label=str(impl))
-            if (~ok).any():  # inf / NaN errors drawn at the cap, so a broken backend is not hidden
-                ax.scatter(x[~ok], np.full(int((~ok).sum()), cap), s=30, marker="x", label=f"{impl}: inf/NaN")
-        tol = d.groupby(d["phase"].astype(str) + ":" + d["tensor"].astype(str))["tol"].max()
-        ax.plot([xpos[t] for t in tol.index], tol.values, "k_", ms=12, label="tolerance")
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(tensors)))
-        ax.set_xticklabels(tensors, rotation=90, fontsize=6)
-        ax.set_ylabel("max relative error")
-        ax.set_title(f"{m} {dt}: agreement vs NumPy float64")
-        ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def fig_frac_peak(frames: dict[str, pd.DataFrame]) -> str | None:
-    speed = frames.get("speed")
-    if speed is None or speed.empty or pd.to_numeric(speed["frac_peak"], errors="coerce").isna().all():
-        return None
-    s = _largest_batch_train(speed)
-    models = list(s["model"].unique())
-    fig, axes = _subplots(len(models))
-    for ax, m in zip(axes, models, strict=True):
-        d = _sort(s[s["model"] == m], ["impl"], _impl_order(frames))
-        ax.bar(d["impl"].astype(str), pd.to_numeric(d["frac_peak"], errors="coerce"))
-        ax.set_yscale("log")
-        ax.set_ylabel("fraction of measured GEMM peak")
-        ax.set_title(f"{m}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}")
-        ax.tick_params(axis="x", rotation=45)
-    return _png(fig)
-
-
-FIGURES = (
-    ("Speedup against NumPy (green: validated, red: not)", fig_speedup),
-    ("Throughput against batch size", fig_throughput),
-    ("Test accuracy per epoch (band: min..max over seeds; dashed: the course's dnn)", fig_accuracy),
-    ("Agreement error per implementation and tensor", fig_agreement),
-    ("Fraction of this machine's measured peak", fig_frac_peak),
-)
-
-
-# ----------------------------------------------------------------------------- HTML
-
-_CSS = (
-    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
-    "img{max-width:100%}.note{color:#555}"
-)
-
-
-def headline_html(frames: dict[str, pd.DataFrame]) -> list[str]:
-    """The headline block (``bench.headline``) as HTML: stability verdict, a table per model."""
-    cores = usable_cores(frames)
-    parts = ["<h2>Headline</h2>"]
-    for line in stability_lines(frames, cores):
-        if line:
-            text = html.escape(line.lstrip("- ")).replace("**", "")
-            parts.append(f"<p class='note'><b>{text}</b></p>" if line.startswith("**") else f"<p>{text}</p>")
-    for title, t in headline_tables(frames, cores).items():
-        parts.append(f"<h3>{html.escape(title)}</h3>{_html_table(t)}")
-    return parts
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    shown = df.map(lambda v: _fmt(_cell(v))) if len(df) else df
-    return shown.to_html(index=False, escape=True, border=0)
 
 
 def injection_lines(injected: str | None) -> list[str]:
@@ -635,13 +61,39 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
     return [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}.", ""]
 
 
+def render_markdown(
+    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
+) -> str:
+    head = [f"# nnbench run `{run_id}`", "", *injection_lines(injected), *gate_lines(gate)]
+    out = [*head, *headline_markdown(frames, markdown_table)]
+    for s in build_sections(frames):
+        out += [f"## {s.title}", ""]
+        if s.text:
+            out += [s.text, ""]
+        out += [markdown_table(s.table) if s.table is not None and len(s.table) else "_No records of this kind._", ""]
+    return "\n".join(out)
+
+
+def headline_html(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """The headline block (``bench.headline``) as HTML: stability verdict, a table per model."""
+    cores = usable_cores(frames)
+    parts = ["<h2>Headline</h2>"]
+    for line in stability_lines(frames, cores):
+        if line:
+            text = html.escape(line.lstrip("- ")).replace("**", "")
+            parts.append(f"<p class='note'><b>{text}</b></p>" if line.startswith("**") else f"<p>{text}</p>")
+    for title, t in headline_tables(frames, cores).items():
+        parts.append(f"<h3>{html.escape(title)}</h3>{html_table(t)}")
+    return parts
+
+
 def render_html(
     frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
 ) -> str:
     top = [*injection_lines(injected), *gate_lines(gate)]
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
+        f"<title>nnbench {html.escape(run_id)}</title><style>{CSS}</style></head><body>",
         f"<h1>nnbench run {html.escape(run_id)}</h1>",
         *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in top if line),
         *headline_html(frames),
@@ -660,12 +112,9 @@ def render_html(
         if s.text:
             parts.append(f"<p class='note'>{html.escape(s.text)}</p>")
         has = s.table is not None and len(s.table)
-        parts.append(_html_table(s.table) if has else "<p class='note'>No records of this kind.</p>")
+        parts.append(html_table(s.table) if has else "<p class='note'>No records of this kind.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-# ----------------------------------------------------------------------------- files
 
 
 def combined_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -677,9 +126,9 @@ def combined_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for c in df.columns:
         if df[c].dtype != object:
             continue
-        types = {type(v) for v in df[c] if _cell(v) is not None}
+        types = {type(v) for v in df[c] if cell(v) is not None}
         if len(types) > 1 or (types and not types <= {str, list, bool}):
-            df[c] = df[c].map(lambda v: None if _cell(v) is None else json.dumps(v, default=str))
+            df[c] = df[c].map(lambda v: None if cell(v) is None else json.dumps(v, default=str))
     return df
 
 

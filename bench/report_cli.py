@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.report import OUTPUT_FILES, RunDirError, write_report
+from bench.frames import RunDirError
+from bench.report import OUTPUT_FILES, write_report
 from bench.results import SchemaError
 from bench.side_by_side import OUTPUT_FILES as SIDE_FILES
 from bench.side_by_side import write_side_by_side

@@ -5,7 +5,17 @@ and ``results.jsonl`` (records appended and fsync'ed as each case finishes, so a
 interrupted run loses nothing). Every record has the ``COMMON`` columns plus those of its
 ``kind`` (``KIND_COLUMNS``); absent columns read back as missing values.
 
-Bump ``SCHEMA_VERSION`` when a column changes meaning; readers refuse newer versions.
+Bump ``SCHEMA_VERSION`` when a column changes meaning or name; readers refuse newer versions
+and bring older records up to date as they read them (``upgrade_record``). Versions:
+
+1. the first.
+2. speed: ``speedup_vs_pure_python`` (against pure Python at the same batch when it measured it,
+   else at its best batch) is replaced by ``x_vs_pure_python_b1``: per-sample throughput at the
+   case's batch against pure Python's at batch 1, always (``bench.derived``). A version-1 record
+   loses the old column and the loader computes the new one from the run's medians. The tidy
+   tables (``bench.frames``, Parquet, CSV) name run.json's machine description ``env.<key>`` and
+   its other keys ``run.<key>`` (version 1: ``env.env.<key>`` and ``env.<key>``); they are made
+   from run.json when a run is loaded, so older runs read with the new names.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 
@@ -42,7 +52,7 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "gflops",
         "frac_peak",
         "speedup_vs_numpy",
-        "speedup_vs_pure_python",
+        "x_vs_pure_python_b1",  # per-sample throughput at this batch over pure Python's at batch 1
         "validated",
         "iterations",
         "warmup_rounds",
@@ -124,8 +134,16 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
                 break  # torn final write
             raise SchemaError(f"{path}:{n}: not JSON: {e}") from e
         check_version(rec.get("schema_version"), f"{path}:{n}")
-        out.append(rec)
+        out.append(upgrade_record(rec))
     return out
+
+
+def upgrade_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """An older record in the current shape (its ``schema_version`` says what it was written as)."""
+    if rec.get("schema_version", SCHEMA_VERSION) < 2:
+        # its meaning changed with its name: recomputed from the medians (bench.derived)
+        rec.pop("speedup_vs_pure_python", None)
+    return rec
 
 
 def check_version(version: Any, where: str) -> None:

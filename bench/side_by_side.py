@@ -1,6 +1,6 @@
 """``python -m bench report RUN_A RUN_B [...] --out DIR``: runs (machines, settings) side by side.
 
-Every run is read with ``bench.report.load_run`` (pandas). On top, what differs between the
+Every run is read with ``bench.frames.load_run`` (pandas). On top, what differs between the
 runs: run.json keys (CPU, cores, GPU, threads, BLAS, library versions, profile, ...) and the
 implementations' own settings records (thread pools, oneDNN, device...). Then one table per
 model: per (dtype, phase, batch size, implementation), each run's samples/s and in-run
@@ -19,7 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench import report
+from bench import render
+from bench.frames import load_run, resolve_run_dir, run_meta
+from bench.report_tables import speed_table
 
 OUTPUT_FILES = ("side_by_side.html", "side_by_side.md", "side_by_side.png")
 # run.json keys that differ between any two runs and say nothing about the machine or settings
@@ -35,7 +37,7 @@ def labels(n: int) -> list[str]:
 def run_settings(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """run.json flattened (profile and specs reduced to the profile's name), plus every
     implementation's ``setting`` records as ``setting.<impl>.<key>``."""
-    meta = {k: v for k, v in report.run_meta(frames).items() if not k.startswith(BULKY) or k == "profile.name"}
+    meta = {k: v for k, v in run_meta(frames).items() if not k.startswith(BULKY) or k == "profile.name"}
     st = frames.get("setting")
     if st is not None and len(st):
         for r in st.drop_duplicates(["impl", "key"], keep="last").itertuples(index=False):
@@ -48,7 +50,7 @@ def env_differences(settings: list[dict[str, Any]], names: list[str]) -> pd.Data
     keys = sorted({k for s in settings for k in s} - set(NOT_DIFFERENCES))
     rows = []
     for k in keys:
-        vals = [report._fmt(report._cell(s.get(k))) for s in settings]
+        vals = [render.fmt(render.cell(s.get(k))) for s in settings]
         if len(set(vals)) > 1:
             rows.append({"key": k} | dict(zip(names, vals, strict=True)))
     return pd.DataFrame(rows, columns=["key", *names])
@@ -59,7 +61,7 @@ def speed_side_by_side(all_frames: list[dict[str, pd.DataFrame]], names: list[st
     then each later run's samples/s over the first's."""
     parts = []
     for name, frames in zip(names, all_frames, strict=True):
-        t = report.speed_table(frames)
+        t = speed_table(frames)
         if t is not None:
             parts.append(t.assign(run=name))
     if not parts:
@@ -80,14 +82,14 @@ def speed_side_by_side(all_frames: list[dict[str, pd.DataFrame]], names: list[st
             if n in sps.columns and first in sps.columns:
                 cols[f"{n}/{first} samples/s"] = (sps[n] / sps[first]).round(3)
         t = pd.DataFrame(cols).reset_index()
-        out[str(model)] = report._sort(t, KEYS, report._impl_order({"speed": long})).reset_index(drop=True)
+        out[str(model)] = render.sort_rows(t, KEYS, render.impl_order({"speed": long})).reset_index(drop=True)
     return out
 
 
 def runs_table(run_dirs: list[Path], all_frames: list[dict[str, pd.DataFrame]], names: list[str]) -> pd.DataFrame:
     rows = []
     for name, rd, frames in zip(names, run_dirs, all_frames, strict=True):
-        meta = report.run_meta(frames)
+        meta = run_meta(frames)
         rows.append(
             {"run": name, "run_id": meta.get("run_id", rd.name), "started": meta.get("started")}
             | {"cpu": meta.get("env.cpu_model"), "threads": meta.get("threads"), "gpu": meta.get("env.gpu")}
@@ -133,36 +135,36 @@ NOTE = (
 
 
 def render_markdown(runs: pd.DataFrame, diff: pd.DataFrame, tables: dict[str, pd.DataFrame], png: str) -> str:
-    out = [f"# nnbench: {len(runs)} runs side by side", "", report.markdown_table(runs.drop(columns="path")), ""]
+    out = [f"# nnbench: {len(runs)} runs side by side", "", render.markdown_table(runs.drop(columns="path")), ""]
     out += ["## What differs", ""]
-    out += [report.markdown_table(diff) if len(diff) else "_Nothing: same machine and settings._", ""]
+    out += [render.markdown_table(diff) if len(diff) else "_Nothing: same machine and settings._", ""]
     out += [f"![samples/s per run]({png})", "", NOTE, ""]
     for model, t in tables.items():
-        out += [f"## {model}", "", report.markdown_table(t), ""]
+        out += [f"## {model}", "", render.markdown_table(t), ""]
     return "\n".join(out)
 
 
 def render_html(runs: pd.DataFrame, diff: pd.DataFrame, tables: dict[str, pd.DataFrame], uri: str) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench side by side</title><style>{report._CSS}</style></head><body>",
+        f"<title>nnbench side by side</title><style>{render.CSS}</style></head><body>",
         f"<h1>nnbench: {len(runs)} runs side by side</h1>",
-        report._html_table(runs),
+        render.html_table(runs),
         "<h2>What differs</h2>",
-        report._html_table(diff) if len(diff) else "<p class='note'>Nothing: same machine and settings.</p>",
+        render.html_table(diff) if len(diff) else "<p class='note'>Nothing: same machine and settings.</p>",
         f"<img alt='samples/s per run' src='{uri}'>",
         f"<p class='note'>{html.escape(NOTE)}</p>",
     ]
     for model, t in tables.items():
-        parts += [f"<h2>{html.escape(model)}</h2>", report._html_table(t)]
+        parts += [f"<h2>{html.escape(model)}</h2>", render.html_table(t)]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def write_side_by_side(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write ``OUTPUT_FILES`` into ``out``; returns the HTML path."""
-    dirs = [report.resolve_run_dir(p) for p in run_dirs]
-    all_frames = [report.load_run(d) for d in dirs]
+    dirs = [resolve_run_dir(p) for p in run_dirs]
+    all_frames = [load_run(d) for d in dirs]
     names = labels(len(dirs))
     runs = runs_table(dirs, all_frames, names)
     diff = env_differences([run_settings(f) for f in all_frames], names)
@@ -171,7 +173,7 @@ def write_side_by_side(run_dirs: list[str | Path], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     fig = fig_side_by_side(tables, runs)
     fig.savefig(out / "side_by_side.png", dpi=80)
-    uri = report._png(fig)
+    uri = render.png_uri(fig)
     (out / "side_by_side.md").write_text(render_markdown(runs, diff, tables, "side_by_side.png"), encoding="utf-8")
     (out / "side_by_side.html").write_text(render_html(runs, diff, tables, uri), encoding="utf-8")
     return out / "side_by_side.html"

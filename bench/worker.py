@@ -1,6 +1,6 @@
 """One implementation's work, in its own process: ``python -m bench.worker <command> ...``.
 
-Commands (the orchestrator ``bench.run`` starts them; each reads ``run.json`` of the run dir):
+Commands (the run, ``bench.run_cases``, starts them through ``bench.spawn``; each reads ``run.json`` of the run dir):
 
 - ``availability --run-dir D --impls a,b``: prints ``{name: [ok, reason, requires]}``;
 - ``peak --run-dir D``: times a large float32 NumPy GEMM, appends a ``peak`` record;
@@ -28,16 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.profile import PARTS, effective_profile
+from bench.run_state import mark_done, speed_part
 from bench.threads import apply_threads, configured_threads
 
 MARK = "@@nnbench "
-CASES_FILE = "cases.jsonl"
 PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
-
-
-def speed_part(process: int) -> str:
-    """The ``cases.jsonl`` part name of one speed process: ``speed``, ``speed-p1``, ..."""
-    return "speed" if process == 0 else f"speed-p{process}"
 
 
 def emit(**event: Any) -> None:
@@ -46,16 +41,6 @@ def emit(**event: Any) -> None:
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-
-
-def mark_done(run_dir: Path, impl: str, model: str | None, dtype: str | None, part: str, status: str) -> None:
-    import os
-
-    line = json.dumps({"impl": impl, "model": model, "dtype": dtype, "part": part, "status": status})
-    with open(run_dir / CASES_FILE, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def error_status(exc: BaseException) -> str:

@@ -1,5 +1,5 @@
-"""Reports (bench.report) on synthetic runs: tidy frames, the four files, self-contained HTML,
-skipped implementations visible with their reason, partial runs."""
+"""Reports (bench.report and the modules it builds on) on synthetic runs: tidy frames, the four
+files, self-contained HTML, skipped implementations visible with their reason, partial runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from bench import report, report_cli
+from bench.render import markdown_table
+from bench.report_tables import agreement_table
 from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
 
 # the synthetic-run generator lives in test_compare.py; load it by path (no tests package)
@@ -31,13 +33,15 @@ def test_load_run_tidy_with_env(run_dir):
     assert {"availability", "setting", "agreement", "speed", "accuracy", "peak", "compile", "error"} <= set(frames)
     speed = frames["speed"]
     assert len(speed) == 5 * 2 * 3 * 2  # one row per (impl, model, phase, batch)
-    for col in ("env.env.cpu_model", "env.env.cores", "env.env.blas", "env.env.versions.numpy", "env.git_commit"):
+    # run.json's machine (its "env") as env.<key>, the rest as run.<key>: each named once
+    for col in ("env.cpu_model", "env.cores", "env.blas", "env.versions.numpy", "run.git_commit", "run.run_id"):
         assert col in speed.columns, col
+    assert not [c for c in speed.columns if c.startswith(("env.env.", "env.run_id", "run.env."))]
     assert (speed["schema_version"] == SCHEMA_VERSION).all()
     # derived columns filled from in-run medians: numpy against itself is exactly 1
     np_rows = speed[speed["impl"] == "numpy"]
     assert (np_rows["speedup_vs_numpy"] == 1.0).all()
-    assert speed["speedup_vs_pure_python"].notna().all()
+    assert speed["x_vs_pure_python_b1"].notna().all()
     assert (speed["frac_peak"] > 0).all()
 
 
@@ -66,7 +70,7 @@ def test_skipped_and_broken_are_visible(run_dir):
         assert re.search(rf"\| {re.escape(impl)} \| no \| {re.escape(reason)} \|", md), impl
         assert reason in page
     # numba's agreement fails: it is listed as not passed, and its speed rows not validated
-    agr = report.agreement_table(report.load_run(run_dir))
+    agr = agreement_table(report.load_run(run_dir))
     assert not agr.loc[agr["impl"] == "numba", "passed"].any()
     assert agr.loc[agr["impl"] == "numpy", "passed"].all()
     section = md.split("## Agreement", 1)[1].split("\n## ", 1)[0]
@@ -125,7 +129,7 @@ def test_cli_ok(run_dir, capsys):
 
 
 def test_markdown_table_escapes():
-    md = report.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
+    md = markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1.23456789, float("nan")]}))
     assert md.splitlines()[2] == "| x\\|y | 1.235 |"
     assert md.splitlines()[3] == "|  |  |"
 

@@ -1,4 +1,5 @@
-"""The benchmark run (``bench.run`` / ``bench.worker``): isolation, resume, schema, progress, bad input.
+"""The benchmark run (``bench.run``, ``bench.run_cases``, ``bench.spawn``, ``bench.worker``): isolation,
+resume, schema, progress, bad input.
 
 Fake backends are written to a temporary module directory (on ``PYTHONPATH`` so the worker
 processes import them too) and registered by monkeypatching ``implementations._REGISTRY``
@@ -21,7 +22,10 @@ import pytest
 
 import implementations
 from bench import run as brun
+from bench.derived import fill_derived
 from bench.results import COMMON, KIND_COLUMNS, SCHEMA_VERSION, make_record, read_records
+from bench.run_state import done_parts
+from bench.spawn import WorkerResult, failure
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -253,7 +257,7 @@ def test_interrupted_run_kills_its_worker_and_resumes(tmp_path, fakes):
     with pytest.raises(ProcessLookupError):
         os.kill(worker, 0)
     run_dir = next(p for p in out.iterdir() if p.is_dir())
-    done = brun.done_parts(run_dir)
+    done = done_parts(run_dir)
     assert ("numpy", "tiny-mlp", "float32", "speed") in done
     assert not any(k[0] == "fake_hang" and k[3] != "settings" for k in done)
     n_speed = sum(r["kind"] == "speed" for r in read_records(run_dir))
@@ -378,27 +382,29 @@ def test_profiles_are_data_and_overrides_merge():
 
 def test_failure_classification():
     def res(rc, timed_out=False, tail=""):
-        return brun.WorkerResult(rc, timed_out, "speed forward b=50", tail)
+        return WorkerResult(rc, timed_out, "speed forward b=50", tail)
 
-    assert brun.failure(res(None, True), 5)[0] == "timeout"
-    assert brun.failure(res(-9), 5)[0] == "oom"
-    assert brun.failure(res(-11), 5)[0] == "crash" and "SIGSEGV" in brun.failure(res(-11), 5)[1]
-    assert brun.failure(res(1, tail="MemoryError: x"), 5)[0] == "oom"
-    assert brun.failure(res(1, tail="ValueError: x"), 5)[0] == "crash"
+    assert failure(res(None, True), 5)[0] == "timeout"
+    assert failure(res(-9), 5)[0] == "oom"
+    assert failure(res(-11), 5)[0] == "crash" and "SIGSEGV" in failure(res(-11), 5)[1]
+    assert failure(res(1, tail="MemoryError: x"), 5)[0] == "oom"
+    assert failure(res(1, tail="ValueError: x"), 5)[0] == "crash"
 
 
 def test_fill_derived():
-    def speed(impl, median):
-        return make_record("speed", impl=impl, model="mlp", dtype="float32", phase="forward", batch_size=50,
+    def speed(impl, median, batch=50):
+        return make_record("speed", impl=impl, model="mlp", dtype="float32", phase="forward", batch_size=batch,
                            median_s=median, gflops=1.0 / median)  # fmt: skip
 
-    recs = [speed("numpy", 0.01), speed("pure_python", 1.0), speed("torch", 0.005)]
+    recs = [speed("numpy", 0.01), speed("pure_python", 1.0), speed("torch", 0.005), speed("pure_python", 0.04, 1)]
     recs.append(make_record("peak", impl="numpy", gflops=400.0))
-    out = {r["impl"]: r for r in brun.fill_derived(recs) if r["kind"] == "speed"}
-    assert out["torch"]["speedup_vs_numpy"] == pytest.approx(2.0)
-    assert out["torch"]["speedup_vs_pure_python"] == pytest.approx(200.0)
-    assert out["pure_python"]["speedup_vs_numpy"] == pytest.approx(0.01)
-    assert out["torch"]["frac_peak"] == pytest.approx(200.0 / 400.0)
+    out = {(r["impl"], r["batch_size"]): r for r in fill_derived(recs) if r["kind"] == "speed"}
+    assert out[("torch", 50)]["speedup_vs_numpy"] == pytest.approx(2.0)
+    # against pure Python at batch 1 (25 samples/s), even where it also measured batch 50 (50/s)
+    assert out[("torch", 50)]["x_vs_pure_python_b1"] == pytest.approx(10000 / 25)
+    assert out[("pure_python", 50)]["x_vs_pure_python_b1"] == pytest.approx(2.0)
+    assert out[("pure_python", 50)]["speedup_vs_numpy"] == pytest.approx(0.01)
+    assert out[("torch", 50)]["frac_peak"] == pytest.approx(200.0 / 400.0)
 
 
 def test_timing_plan_and_json():
@@ -455,17 +461,21 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
     follows the confirmation; a failure that is not speed-only is final."""
     import argparse
 
-    from bench import compare, run
+    from bench import compare, gate_run
 
     calls = []
     ns = argparse.Namespace(gate="BASE", profile="quick", threads=2, data_dir=None, timeout=None, no_report=True)
     rd = tmp_path / "20990101-000000-quick"
     rd.mkdir()
-    monkeypatch.setattr(run, "main", lambda argv: calls.append(argv) or 0)
+
+    def run_again(argv):  # stands in for the run command
+        calls.append(argv)
+        return 0
+
     verdicts = iter([1, 0])
     monkeypatch.setattr(compare, "main", lambda argv: calls.append(argv) or next(verdicts))
     monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: {"torch": {"mlp"}})
-    assert run.gate(ns, rd) == 0  # not reproduced
+    assert gate_run.gate(ns, rd, run_again) == 0  # not reproduced
     gate = json.loads((rd / "gate.json").read_text())
     assert gate["verdict"] == "PASS" and gate["confirmation"] and gate["baseline"] == "BASE"
     out = capsys.readouterr().out
@@ -474,10 +484,10 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
     rerun = calls[1]
     assert rerun[rerun.index("--impls") + 1] == "numpy,torch" and rerun[rerun.index("--models") + 1] == "mlp"
     verdicts = iter([1, 1])
-    assert run.gate(ns, rd) == 1  # reproduced
+    assert gate_run.gate(ns, rd, run_again) == 1  # reproduced
     monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: None)
     verdicts = iter([1])
-    assert run.gate(ns, rd) == 1  # agreement/accuracy failures are not re-measured
+    assert gate_run.gate(ns, rd, run_again) == 1  # agreement/accuracy failures are not re-measured
     assert json.loads((rd / "gate.json").read_text()) == {
         "verdict": "FAIL",
         "baseline": "BASE",

@@ -1,0 +1,72 @@
+"""``python -m bench run --gate BASELINE``: the regression gate after a run, with its confirmation.
+
+The finished run is compared with the baseline (``bench.compare``). A failure that is speed only
+is re-measured before it counts: the failing implementations (and NumPy) on the failing models,
+in a second run of fresh worker processes (``<run>-confirm/``), compared again; the gate follows
+that second comparison (``bench.compare`` docstring, rule 5). The one final verdict is printed
+last, written to the run's ``gate.json`` and shown at the top of its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def gate(ns: argparse.Namespace, run_dir: Path, rerun: Callable[[list[str]], int]) -> int:
+    """Compare with the baseline; a speed-only failure must reproduce in fresh worker
+    processes before it fails the gate. ``rerun`` is the run command (``bench.run.main``),
+    given the confirmation run's arguments."""
+    from bench.compare import main as compare_main
+    from bench.compare import speed_only_failures
+
+    print(f"\nregression gate: {ns.gate} -> {run_dir}", flush=True)
+    first = "first measurement (speed failures are re-measured before the verdict)"
+    rc = compare_main([ns.gate, str(run_dir), "--label", first])
+    suspects = speed_only_failures(ns.gate, str(run_dir)) if rc == 1 else None
+    if not suspects:
+        return final_verdict(ns, run_dir, rc, None)
+    impls = sorted(set(suspects) | {"numpy"})
+    models = sorted(set().union(*suspects.values()))
+    print(
+        f"\nspeed-only failure: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
+        flush=True,
+    )
+    confirm = [
+        "--profile", str(ns.profile), "--out", str(run_dir.parent / f"{run_dir.name}-confirm"),
+        "--impls", ",".join(impls), "--models", ",".join(models), "--no-report",
+    ]  # fmt: skip
+    for opt in ("threads", "data_dir", "timeout"):
+        if getattr(ns, opt):
+            confirm += [f"--{opt.replace('_', '-')}", str(getattr(ns, opt))]
+    if rerun(confirm) != 0:
+        return final_verdict(ns, run_dir, 1, None)
+    confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
+    rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models),
+                       "--label", "confirmation"])  # fmt: skip
+    print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}; "
+          "the first measurement's failing speed rows above were re-measured", flush=True)  # fmt: skip
+    return final_verdict(ns, run_dir, rc, confirm_dir.resolve())
+
+
+def final_verdict(ns: argparse.Namespace, run_dir: Path, rc: int, confirm_dir: Path | None) -> int:
+    """The one final line of the gate, also written to the run's ``gate.json`` and summary."""
+    from bench.report import GATE_FILE
+
+    verdict = {0: "PASS", 1: "FAIL"}.get(rc, f"ERROR (exit {rc})")
+    info = {"verdict": verdict, "baseline": str(ns.gate), "confirmation": confirm_dir is not None,
+            "confirm_dir": str(confirm_dir) if confirm_dir else None}  # fmt: skip
+    (run_dir / GATE_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    if not ns.no_report:
+        try:
+            from bench.report import write_report
+
+            write_report(run_dir)
+        except Exception as e:  # the verdict stands without its report
+            print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    how = "after re-measuring the speed failures" if confirm_dir else "no confirmation needed"
+    print(f"\nRESULT: {verdict} (regression gate against {ns.gate}; {how})", flush=True)
+    return rc
