@@ -106,6 +106,8 @@ class GateConfig:
     acc_floor: float = 0.005
     default_test_samples: int = 10000
     classes: int = 10  # MNIST: accuracy at chance is 1 / classes
+    within: float = 0.5  # quantile of one process's rounds that stands for the process
+    across: str = "median"  # how the processes' figures combine: "median" or "min"
 
 
 class BadInput(ValueError):
@@ -150,20 +152,21 @@ def _sample_sets(frames: dict[str, pd.DataFrame]) -> dict[tuple, Samples]:
     return out
 
 
-def center(sets: Samples) -> float:
-    """The figure a case is judged by: the median over processes of each process's median."""
-    return float(np.median([np.median(a) for a in sets]))
+def center(sets: Samples, cfg: GateConfig | None = None) -> float:
+    """The figure a case is judged by: each process's ``cfg.within`` quantile of its rounds,
+    combined over the processes by ``cfg.across`` (median or min)."""
+    cfg = cfg or GateConfig()
+    per = [np.quantile(a, cfg.within) for a in sets]
+    return float(np.min(per) if cfg.across == "min" else np.median(per))
 
 
 class _Boot:
-    """Bootstrap replicates of ``center`` (the median of the process medians), stratified by
-    process: each process's rounds are resampled within that process, and the replicate is the
-    median over the processes of their resampled medians. The processes themselves are kept, not
-    redrawn: with P = 3 a bootstrap over processes spans the slowest to the fastest process
-    and could not fail even a 2x slowdown (measured on real quick runs). A single slow process
-    cannot move a median of three; two slow ones in one run are what the confirmation step
-    (rule 5) re-measures. Each set is drawn once, so a set shared by several cases (the numpy
-    reference, the GEMM) is resampled consistently."""
+    """Bootstrap replicates of ``center``, stratified by process: each process's rounds are
+    resampled within that process, and the replicate combines the processes' resampled
+    figures as ``center`` does. The processes themselves are kept, not redrawn: with P = 3 a
+    bootstrap over processes spans the slowest to the fastest process and could not fail even
+    a 2x slowdown (measured on real quick runs). Each set is drawn once, so a set shared by
+    several cases (the numpy reference, the GEMM) is resampled consistently."""
 
     def __init__(self, cfg: GateConfig) -> None:
         self.cfg, self.rng, self.cache = cfg, np.random.default_rng(cfg.seed), {}
@@ -172,12 +175,13 @@ class _Boot:
         if len(a) == 1:
             return np.full(self.cfg.n_boot, a[0])
         idx = self.rng.integers(0, len(a), size=(self.cfg.n_boot, len(a)))
-        return np.median(a[idx], axis=1)
+        return np.quantile(a[idx], self.cfg.within, axis=1)
 
     def __call__(self, label: str, key: tuple, sets: Samples) -> np.ndarray:
         if (label, key) not in self.cache:
             per = np.stack([self._within(a) for a in sets])  # (P, n_boot)
-            self.cache[label, key] = np.median(per, axis=0)
+            comb = np.min(per, axis=0) if self.cfg.across == "min" else np.median(per, axis=0)
+            self.cache[label, key] = comb
         return self.cache[label, key]
 
 
@@ -233,7 +237,7 @@ def check_speed(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg
         xb, rb, xc, rc = sb[key], sb[rk], sc[key], sc[rk]
         reps = (boot("c", key, xc) / boot("c", rk, rc)) / (boot("b", key, xb) / boot("b", rk, rb))
         lo, hi = _ci(reps, cfg)
-        br, cr = center(xb) / center(rb), center(xc) / center(rc)
+        br, cr = center(xb, cfg) / center(rb, cfg), center(xc, cfg) / center(rc, cfg)
         verdict, detail = _verdict(lo, hi, thr, ref)
         if verdict == FAIL and min(min(len(a) for a in s) for s in (xb, rb, xc, rc)) < cfg.min_rounds:
             verdict, detail = WARN, f"{detail} (fewer than {cfg.min_rounds} rounds: judged by the aggregate only)"

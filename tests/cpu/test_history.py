@@ -245,3 +245,20 @@ def test_progress_in_place_on_a_terminal():
     out = buf.getvalue()
     assert "\x1b[2K" in out  # erase-line: redrawn in place, not scrolled
     assert "TIMEOUT during 'speed'" in out and "[1/2] numpy mlp float32 | speed" in out
+
+
+def test_history_reads_multi_process_runs():
+    """The committed quick baseline has 3 worker processes per speed case: its ratios are the
+    gate's figure (median of process medians), not a median over a ragged list of processes."""
+    from bench import compare, history
+    from bench.report import load_run
+
+    base = Path(__file__).resolve().parents[2] / "bench" / "baselines" / "quick"
+    runs, points = history.load_history([base])
+    assert len(runs) == 1 and len(points)
+    sets = compare._sample_sets(load_run(base))
+    key = ("torch", "mlp", "float32", "train_step", 50)
+    assert len(sets[key]) == 3  # the case really has several processes
+    row = points[(points["impl"] == "torch") & (points["model"] == "mlp") & (points["phase"] == "train_step")]
+    want = compare.center(sets[key]) / compare.center(sets[("numpy", *key[1:])])
+    assert row["ratio"].iloc[0] == pytest.approx(want)
