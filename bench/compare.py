@@ -77,349 +77,41 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from bench.gate_checks import _impls, check_accuracy, check_agreement, check_status, required_impls  # noqa: F401
+from bench.gate_speed import (  # noqa: F401 - the gate's names, re-exported for its users
+    CRASH_STATUSES,
+    FAIL,
+    INCONCLUSIVE,
+    NOTE,
+    OK,
+    PEAK_REF,
+    REFERENCE,
+    SPEED_CASE,
+    WARN,
+    GateConfig,
+    _last,
+    _sample_sets,
+    _verdict,
+    center,
+    check_speed,
+)
 from bench.report import RunDirError, load_run, read_run_meta, resolve_run_dir
 from bench.results import SchemaError
-
-FAIL, WARN, OK, NOTE = "FAIL", "WARN", "ok", "note"
-INCONCLUSIVE = "inconclusive"  # the interval straddles the threshold: neither ok nor FAIL; re-measure
-CRASH_STATUSES = ("crash", "timeout", "oom", "not_implemented")
-SPEED_CASE = ["impl", "model", "dtype", "phase", "batch_size"]
-REFERENCE = "numpy"
-PEAK_REF = "gemm"
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    threshold: float = 1.5
-    peak_threshold: float = 1.5
-    ci: float = 0.99
-    n_boot: int = 2000
-    seed: int = 0
-    min_rounds: int = 5
-    acc_sigmas: float = 4.0
-    acc_floor: float = 0.005
-    default_test_samples: int = 10000
-    classes: int = 10  # MNIST: accuracy at chance is 1 / classes
-    within: float = 0.5  # quantile of one process's rounds that stands for the process
-    across: str = "median"  # how the processes' figures combine: "median" or "min"
 
 
 class BadInput(ValueError):
     """Input the gate cannot judge (exit 2)."""
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _as_samples(samples: Any, median: Any) -> np.ndarray | None:
-    """Raw per-round seconds of a speed/peak record; its median alone when no samples."""
-    if isinstance(samples, (list, tuple, np.ndarray)) and len(samples):
-        a = np.asarray(samples, dtype=float)
-        a = a[np.isfinite(a) & (a > 0)]
-        if len(a):
-            return a
-    m = pd.to_numeric(median, errors="coerce")
-    return np.array([float(m)]) if pd.notna(m) and m > 0 else None
-
-
-Samples = list[np.ndarray]  # one array of per-round seconds per worker process
-
-
-def _sample_sets(frames: dict[str, pd.DataFrame]) -> dict[tuple, Samples]:
-    """``{(impl, model, dtype, phase, batch): [rounds of process 0, rounds of process 1, ...]}``
-    plus ``{(PEAK_REF, dtype): [...]}`` (the GEMM before and after the cases count as two)."""
-    out: dict[tuple, Samples] = {}
-    speed = frames.get("speed")
-    if speed is not None and len(speed):
-        sp = speed.assign(process=speed["process"].fillna(0) if "process" in speed else 0)
-        sp = sp.drop_duplicates(SPEED_CASE + ["process"], keep="last")
-        for r in sp[SPEED_CASE + ["samples_s", "median_s"]].to_dict("records"):
-            a = _as_samples(r["samples_s"], r["median_s"])
-            if a is not None:
-                out.setdefault(tuple(r[k] for k in SPEED_CASE), []).append(a)
-    peak = frames.get("peak")
-    if peak is not None and len(peak):
-        for r in peak.to_dict("records"):
-            a = _as_samples(r.get("samples_s"), r.get("median_s"))
-            if a is not None:
-                out.setdefault((PEAK_REF, r.get("dtype") or "float32"), []).append(a)
-    return out
-
-
-def center(sets: Samples, cfg: GateConfig | None = None) -> float:
-    """The figure a case is judged by: each process's ``cfg.within`` quantile of its rounds,
-    combined over the processes by ``cfg.across`` (median or min)."""
-    cfg = cfg or GateConfig()
-    per = [np.quantile(a, cfg.within) for a in sets]
-    return float(np.min(per) if cfg.across == "min" else np.median(per))
-
-
-class _Boot:
-    """Bootstrap replicates of ``center``, stratified by process: each process's rounds are
-    resampled within that process, and the replicate combines the processes' resampled
-    figures as ``center`` does. The processes themselves are kept, not redrawn: with P = 3 a
-    bootstrap over processes spans the slowest to the fastest process and could not fail even
-    a 2x slowdown (measured on real quick runs). Each set is drawn once, so a set shared by
-    several cases (the numpy reference, the GEMM) is resampled consistently."""
-
-    def __init__(self, cfg: GateConfig) -> None:
-        self.cfg, self.rng, self.cache = cfg, np.random.default_rng(cfg.seed), {}
-
-    def _within(self, a: np.ndarray) -> np.ndarray:
-        if len(a) == 1:
-            return np.full(self.cfg.n_boot, a[0])
-        idx = self.rng.integers(0, len(a), size=(self.cfg.n_boot, len(a)))
-        return np.quantile(a[idx], self.cfg.within, axis=1)
-
-    def __call__(self, label: str, key: tuple, sets: Samples) -> np.ndarray:
-        if (label, key) not in self.cache:
-            per = np.stack([self._within(a) for a in sets])  # (P, n_boot)
-            comb = np.min(per, axis=0) if self.cfg.across == "min" else np.median(per, axis=0)
-            self.cache[label, key] = comb
-        return self.cache[label, key]
-
-
-def _ci(reps: np.ndarray, cfg: GateConfig) -> tuple[float, float]:
-    alpha = (1.0 - cfg.ci) / 2.0
-    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def _verdict(lo: float, hi: float, thr: float, ref: str) -> tuple[str, str]:
-    """FAIL: the whole interval is above the threshold; ok: the whole interval is at or below
-    it (a slowdown beyond the threshold is ruled out); otherwise the data cannot decide, and
-    the row says so rather than "ok"."""
-    if lo > thr:
-        return FAIL, f"slower relative to {ref}: CI low {lo:.3f} > {thr}"
-    if hi < 1.0 / thr:
-        return NOTE, "faster beyond noise; consider refreshing the baseline"
-    if hi > thr:
-        return INCONCLUSIVE, f"too noisy to decide: CI [{lo:.3f}, {hi:.3f}] contains {thr}; re-measure"
-    return OK, ""
-
-
-def _last(df: pd.DataFrame | None, keys: list[str]) -> pd.DataFrame:
-    if df is None or df.empty:
-        return pd.DataFrame(columns=keys)
-    return df.drop_duplicates(keys, keep="last")
-
-
-def _ref_key(key: tuple, sb: dict, sc: dict) -> tuple:
-    """numpy's same case; the GEMM for numpy itself and for a case numpy did not measure
-    in both runs (pure Python runs at batch 1 only)."""
-    impl, model, dtype, phase, batch = key
-    same = (REFERENCE, model, dtype, phase, batch)
-    if impl != REFERENCE and same in sb and same in sc:
-        return same
-    return (PEAK_REF, dtype)
-
-
-def check_speed(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg: GateConfig) -> pd.DataFrame:
-    """Rule 4: one row per case, then one ``phase == "ALL"`` row per (impl, dtype): the
-    geometric mean of R over the implementation's cases, with its bootstrap CI."""
-    sb, sc = _sample_sets(base), _sample_sets(cur)
-    boot = _Boot(cfg)
-    rows, logs = [], {}
-    cases = sorted((k for k in sb if k in sc and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
-    for key in cases:
-        rk = _ref_key(key, sb, sc)
-        ref, thr = (PEAK_REF, cfg.peak_threshold) if rk[0] == PEAK_REF else (REFERENCE, cfg.threshold)
-        row: dict[str, Any] = dict(zip(SPEED_CASE, key, strict=True)) | {"ref": ref, "threshold": thr}
-        if rk not in sb or rk not in sc:
-            rows.append(row | {"verdict": NOTE, "detail": f"no in-run {ref} reference"})
-            continue
-        xb, rb, xc, rc = sb[key], sb[rk], sc[key], sc[rk]
-        reps = (boot("c", key, xc) / boot("c", rk, rc)) / (boot("b", key, xb) / boot("b", rk, rb))
-        lo, hi = _ci(reps, cfg)
-        br, cr = center(xb, cfg) / center(rb, cfg), center(xc, cfg) / center(rc, cfg)
-        verdict, detail = _verdict(lo, hi, thr, ref)
-        if verdict == FAIL and min(min(len(a) for a in s) for s in (xb, rb, xc, rc)) < cfg.min_rounds:
-            verdict, detail = WARN, f"{detail} (fewer than {cfg.min_rounds} rounds: judged by the aggregate only)"
-        row |= {"base_ratio": br, "cur_ratio": cr, "R": cr / br, "ci_low": lo, "ci_high": hi}
-        sizes = "/".join(f"{len(s)}x{min(len(a) for a in s)}" for s in (xb, rb, xc, rc))
-        row |= {"n_samples": sizes, "verdict": verdict, "detail": detail}
-        rows.append(row)
-        logs.setdefault((key[0], key[2], ref, thr), []).append((np.log(cr / br), np.log(reps)))
-    for (impl, dtype, ref, thr), items in sorted(logs.items()):
-        point = float(np.exp(np.mean([p for p, _ in items])))
-        lo, hi = _ci(np.exp(np.mean([r for _, r in items], axis=0)), cfg)
-        verdict, detail = _verdict(lo, hi, thr, ref)
-        rows.append(
-            {"impl": impl, "model": "ALL", "dtype": dtype, "phase": "ALL", "batch_size": None, "ref": ref}
-            | {"threshold": thr, "R": point, "ci_low": lo, "ci_high": hi, "n_samples": f"{len(items)} cases"}
-            | {"verdict": verdict, "detail": ("geometric mean: " + detail) if detail else "geometric mean"}
-        )
-    gone = sorted((k for k in sb if k not in sc and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
-    for key in gone:
-        rows.append(dict(zip(SPEED_CASE, key, strict=True)) | {"verdict": NOTE, "detail": "not measured in current"})
-    return pd.DataFrame(rows)
-
-
-def check_agreement(cur: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    rows = []
-    agr = cur.get("agreement")
-    if agr is not None and not agr.empty:
-        a = agr.copy()
-        a["max_rel"] = pd.to_numeric(a["max_rel"], errors="coerce")
-        a["bad"] = ~a["ok"].map(lambda v: v is not None and not (isinstance(v, float) and math.isnan(v)) and bool(v))
-        for (impl, model, dtype), g in a.groupby(["impl", "model", "dtype"], dropna=False, sort=True):
-            bad = g[g["bad"]]
-            worst = g.loc[g["max_rel"].idxmax()] if g["max_rel"].notna().any() else None
-            detail = ""
-            if len(bad):
-                first = bad.iloc[0]
-                detail = f"{len(bad)} tensor(s) out of tolerance, e.g. {first['phase']}:{first['tensor']} "
-                detail += f"rel {first['max_rel']:.3g} > tol {first['tol']}"
-                fdl = next(iter(g["first_divergent_layer"].dropna()), None)
-                detail += f"; first divergent layer {int(fdl)}" if fdl is not None else ""
-            rows.append(
-                {
-                    "impl": impl,
-                    "model": model,
-                    "dtype": dtype,
-                    "tensors": len(g),
-                    "worst_rel": None if worst is None else worst["max_rel"],
-                    "worst_tensor": None if worst is None else f"{worst['phase']}:{worst['tensor']}",
-                    "verdict": FAIL if len(bad) else OK,
-                    "detail": detail,
-                }
-            )
-    err = cur.get("error")
-    if err is not None and not err.empty:
-        for _, e in err[err["status"] == "disagrees"].iterrows():
-            rows.append(
-                {
-                    "impl": e["impl"],
-                    "model": e["model"],
-                    "dtype": e["dtype"],
-                    "verdict": FAIL,
-                    "detail": str(e["error"]),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def _availability(frames: dict[str, pd.DataFrame]) -> dict[str, tuple[bool, str]]:
-    av = frames.get("availability")
-    if av is None or av.empty:
-        return {}
-    last = av.drop_duplicates(["impl"], keep="last")
-    return {str(r["impl"]): (bool(r["available"]), str(r["reason"] or "")) for _, r in last.iterrows()}
-
-
-def _impls(frames: dict[str, pd.DataFrame]) -> set[str]:
-    return {str(i) for df in frames.values() for i in df["impl"].dropna().unique()}
-
-
-def required_impls() -> list[str]:
-    """Backends this environment must run (``NNBENCH_REQUIRE``, as the tests read it)."""
-    import os
-
-    return [n.strip() for n in os.environ.get("NNBENCH_REQUIRE", "").split(",") if n.strip()]
-
-
-def check_status(
-    base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], required: list[str] | None = None
-) -> pd.DataFrame:
-    """Availability and crash rules (2. and 7. in the module docstring)."""
-    rows = []
-    ab, ac = _availability(base), _availability(cur)
-    ib, ic = _impls(base), _impls(cur)
-    for impl in required or ():
-        if impl in ac and not ac[impl][0]:
-            rows.append({"impl": impl, "verdict": FAIL, "detail": f"required (NNBENCH_REQUIRE) but unavailable: "
-                         f"{ac[impl][1]}"})  # fmt: skip
-    for impl in sorted(ib | ic):
-        b_ok = ab.get(impl, (impl in ib, ""))[0]
-        if impl not in ic:
-            rows.append({"impl": impl, "verdict": NOTE, "detail": "in baseline, not run in current"})
-        elif impl not in ib:
-            rows.append({"impl": impl, "verdict": NOTE, "detail": "new in current (no baseline)"})
-        elif b_ok and impl in ac and not ac[impl][0] and impl not in (required or ()):
-            rows.append({"impl": impl, "verdict": WARN, "detail": f"available in baseline, skipped now: {ac[impl][1]}"})
-    keys = ["impl", "model", "phase", "status"]
-    eb = _last(base.get("error"), keys)
-    known = {tuple(r) for r in eb[keys].astype(str).itertuples(index=False)} if len(eb) else set()
-    ec = _last(cur.get("error"), keys)
-    for _, e in ec.iterrows():
-        if e["status"] not in CRASH_STATUSES:
-            if e["status"] != "disagrees":
-                rows.append(_err_row(e, NOTE, ""))
-            continue
-        k = tuple(str(e[x]) for x in keys)
-        rows.append(_err_row(e, WARN, "same failure in baseline") if k in known else _err_row(e, FAIL, "new failure"))
-    return pd.DataFrame(rows)
-
-
-def _err_row(e: pd.Series, verdict: str, why: str) -> dict[str, Any]:
-    text = str(e["error"] or "").strip().splitlines()
-    msg = text[-1][:200] if text else ""
-    return {
-        "impl": e["impl"],
-        "model": e["model"],
-        "phase": e["phase"],
-        "verdict": verdict,
-        "detail": f"{e['status']}: {msg}" + (f" ({why})" if why else ""),
-    }
-
-
-def _final_acc(df: pd.DataFrame) -> pd.DataFrame:
-    cols = ["impl", "model", "dtype", "seed", "epoch", "test_acc", "test_samples", "train_samples", "steps"]
-    a = df[cols].copy()
-    for c in cols[4:]:
-        a[c] = pd.to_numeric(a[c], errors="coerce")
-    a["seed"] = a["seed"].fillna(0)
-    return a.drop_duplicates(cols[:5], keep="last")
-
-
-def check_accuracy(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg: GateConfig) -> pd.DataFrame:
-    """Rule 3, per (impl, model, dtype) at the last epoch both runs reached."""
-    if base.get("accuracy") is None or cur.get("accuracy") is None:
-        return pd.DataFrame()
-    keys = ["impl", "model", "dtype"]
-    b, c = _final_acc(base["accuracy"]), _final_acc(cur["accuracy"])
-    both = b.merge(c, on=keys + ["seed", "epoch"], suffixes=("_b", "_c"))
-    both = both[both["epoch"] == both.groupby(keys, dropna=False)["epoch"].transform("max")]
-    rows = []
-    for key, at in both.groupby(keys, dropna=False, sort=True):
-        p, q = float(at["test_acc_b"].mean()), float(at["test_acc_c"].mean())
-        n = at["test_samples_c"].fillna(at["test_samples_b"]).fillna(cfg.default_test_samples).min()
-        tol = cfg.acc_sigmas * math.sqrt(2.0 * max(p * (1.0 - p), 0.0) / float(n)) + cfg.acc_floor
-        row: dict[str, Any] = dict(zip(keys, key, strict=True)) | {"epoch": int(at["epoch"].iloc[0])}
-        row |= {"seeds": len(at), "n_test": int(n), "base_acc": p, "cur_acc": q, "tol": tol, "band_low": p - tol}
-        budget = [x for x in ("train_samples", "steps") if (at[f"{x}_b"].fillna(-1) != at[f"{x}_c"].fillna(-1)).any()]
-        chance = 1.0 / cfg.classes
-        chance_high = chance + cfg.acc_sigmas * math.sqrt(chance * (1.0 - chance) / float(n))
-        if p - tol <= chance_high:
-            row |= {"verdict": NOTE, "detail": f"not gated: baseline at chance (band low {p - tol:.3f} <= "
-                    f"{chance_high:.3f}, what a model at chance scores; a collapse could not fail it)"}  # fmt: skip
-        elif math.isnan(q) or q < p - tol:
-            row |= {
-                "verdict": FAIL,
-                "detail": "diverged (NaN)" if math.isnan(q) else f"below band by {p - tol - q:.4f}",
-            }
-        elif budget:
-            row |= {"verdict": WARN, "detail": f"different training budget ({', '.join(budget)}): not comparable"}
-        else:
-            row |= {"verdict": OK, "detail": ""}
-        rows.append(row)
-    done = set(map(tuple, both[keys].astype(str).drop_duplicates().values.tolist()))
-    for key in b[keys].astype(str).drop_duplicates().itertuples(index=False):
-        if tuple(key) not in done:
-            rows.append(dict(zip(keys, key, strict=True)) | {"verdict": NOTE, "detail": "no common (seed, epoch)"})
-    return pd.DataFrame(rows)
-
-
 def compare_frames(
-    base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg: GateConfig = GateConfig()
+    base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg: GateConfig | None = None
 ) -> dict[str, pd.DataFrame]:
     """All checks; each table has ``verdict`` (FAIL | WARN | ok | note) and ``detail``."""
+    cfg = cfg or GateConfig()
     return {
         "status": check_status(base, cur, required_impls()),
         "agreement": check_agreement(cur),

@@ -2,7 +2,8 @@
 
 A synthetic run draws per-round times from a noise model: true per-call time of each
 (impl, model, phase, batch) x a uniform machine-speed factor (another machine) x a
-per-process factor per implementation (a neighbour that comes and goes between processes)
+factor per worker process (``PROCESS_SD``: what real quick runs on this machine kind show;
+3 processes per case, 1 for pure Python, the GEMM measured before and after)
 x per-round log-normal noise with occasional 1.5-3x spikes. A/A pairs must pass; a 2x
 relative slowdown, a broken agreement, an accuracy drop and a new crash must fail.
 """
@@ -36,6 +37,8 @@ IMPL_SPEED = {"pure_python": 300.0, "numpy": 1.0, "numba": 0.8, "keras": 2.5, "t
 # rounds per case like the quick profile: fast backends fill ~1 s, pure Python gets 3, the GEMM 10
 ROUNDS = {"pure_python": 3, "peak": 10}
 DEFAULT_ROUNDS = 30
+PROCESSES = 3
+PROCESS_SD = 0.12  # log sd of a worker process's factor: 0.10-0.20 in real quick runs (2026-11-23)
 N_TEST = 10000
 
 
@@ -80,14 +83,17 @@ def synthetic_records(
     meta["env"]["versions"] = {"numpy": np.__version__}
     meta["git_commit"] = "deadbeef"
     common = {"run_id": run_id, "dtype": "float32"}
-    recs = [make_record("peak", gemm_n=2048, gflops=50.0 / machine, median_s=0.3 * machine, **common)]
-    recs[0]["samples_s"] = rounds(rng, 0.3 * machine, ROUNDS["peak"])
+    recs = []
+    for when in ("before", "after"):
+        t = 0.3 * machine * rng.lognormal(0.0, PROCESS_SD)
+        recs.append(make_record("peak", gemm_n=2048, gflops=50.0 / machine, median_s=t, when=when, **common))
+        recs[-1]["samples_s"] = rounds(rng, t, ROUNDS["peak"])
     for name, reason in SKIPPED.items():
         recs.append(make_record("availability", impl=name, available=False, reason=reason, requires="gpu", **common))
     for impl in impls:
         recs.append(make_record("availability", impl=impl, available=True, reason="", requires="", **common))
         recs.append(make_record("setting", impl=impl, key="threads", value=2, **common))
-        process = machine * rng.lognormal(0.0, 0.04) * slow.get(impl, 1.0)
+        factor = machine * slow.get(impl, 1.0)
         for model in MODELS:
             recs += _agreement(impl, model, impl in broken, common)
             if impl in crash:
@@ -103,7 +109,7 @@ def synthetic_records(
                     )
                 )
                 continue
-            recs += _speed(rng, impl, model, process, impl not in broken, common)
+            recs += _speed(rng, impl, model, factor, impl not in broken, common)
             recs += _accuracy(rng, impl, model, acc_drop.get(impl, 0.0), common)
     recs.append(
         make_record("compile", impl="numba", model="mlp", phase="train_step", cold_s=2.1, steady_s=1e-3, **common)
@@ -148,29 +154,22 @@ def _agreement(impl, model, broken, common):
     return out
 
 
-def _speed(rng, impl, model, process, validated, common):
+def _speed(rng, impl, model, factor, validated, common):
+    """One record per (process, phase, batch); each worker process draws its own factor."""
     out = []
-    for phase in PHASES:
-        for batch in BATCHES:
-            s = rounds(rng, true_time(impl, model, phase, batch) * process, ROUNDS.get(impl, DEFAULT_ROUNDS))
-            med = float(np.median(s))
-            out.append(
-                make_record(
-                    "speed",
-                    impl=impl,
-                    model=model,
-                    phase=phase,
-                    batch_size=batch,
-                    rounds=len(s),
-                    median_s=med,
-                    iqr_s=float(np.subtract(*np.percentile(s, [75, 25]))),
-                    samples_s=s,
-                    samples_per_s=batch / med,
-                    gflops=1.0,
-                    validated=validated,
-                    **common,
-                )
-            )
+    for process in range(1 if impl == "pure_python" else PROCESSES):
+        pf = factor * rng.lognormal(0.0, PROCESS_SD)
+        for phase in PHASES:
+            for batch in BATCHES:
+                s = rounds(rng, true_time(impl, model, phase, batch) * pf, ROUNDS.get(impl, DEFAULT_ROUNDS))
+                med = float(np.median(s))
+                out.append(
+                    make_record(
+                        "speed", impl=impl, model=model, phase=phase, batch_size=batch, rounds=len(s),
+                        median_s=med, iqr_s=float(np.subtract(*np.percentile(s, [75, 25]))), samples_s=s,
+                        samples_per_s=batch / med, gflops=1.0, validated=validated, process=process, **common,
+                    )
+                )  # fmt: skip
     return out
 
 
@@ -215,30 +214,35 @@ def light_frames(records: list[dict]) -> dict[str, pd.DataFrame]:
     return {k: pd.DataFrame.from_records(v, columns=[*COMMON, *KIND_COLUMNS[k]]) for k, v in by_kind.items()}
 
 
-def aa_pairs(n: int, first_seed: int = 0) -> float:
-    """n A/A pairs (current on a 1.3x slower or faster machine); fails on any FAIL verdict;
-    returns the largest CI low bound of a per-implementation (geometric mean) row."""
+def aa_pairs(n: int, first_seed: int = 0) -> tuple[int, float]:
+    """n A/A pairs (current on a 1.3x slower or faster machine): (pairs with a FAIL verdict, the
+    largest CI low bound of a per-implementation geometric-mean row)."""
     cfg = compare.GateConfig(n_boot=400)
-    worst = 0.0
+    failing, worst = 0, 0.0
     for i in range(first_seed, first_seed + n):
         machine = 1.3 if i % 2 else 1 / 1.3
         b = light_frames(synthetic_records("b", seed=2 * i)[1])
         c = light_frames(synthetic_records("c", seed=2 * i + 1, machine=machine)[1])
         tables = compare.compare_frames(b, c, cfg)
-        assert not compare.failed(tables), {k: t[t["verdict"] == "FAIL"] for k, t in tables.items() if len(t)}
+        failing += compare.failed(tables)
         sp = tables["speed"]
         worst = max(worst, sp.loc[sp["phase"] == "ALL", "ci_low"].max())
-    return worst
+    return failing, worst
 
 
 def test_aa_pairs_pass():
-    assert aa_pairs(15) < compare.GateConfig().threshold
+    failing, worst = aa_pairs(15)
+    assert failing == 0 and worst < compare.GateConfig().threshold
 
 
 @pytest.mark.slow
-def test_aa_200_pairs_never_fail():
-    """200 A/A pairs, zero failures (the gate is not flaky under the synthetic noise model)."""
-    assert aa_pairs(200, first_seed=1000) < compare.GateConfig().threshold
+def test_aa_200_pairs_rarely_fail():
+    """200 A/A pairs under the synthetic noise model (3 processes, a 12 % process factor): a
+    single comparison has a false-FAIL rate, and it is small: at most 1 % of pairs (measured:
+    1 of 200, two of numpy's three cnn processes 1.34x slow in the baseline, a 2.4-sigma draw
+    twice). ``run --gate`` re-measures a speed-only failure before it fails (rule 5)."""
+    failing, worst = aa_pairs(200, first_seed=1000)
+    assert failing <= 2 and worst < compare.GateConfig().threshold
 
 
 def test_aa_cli_passes(tmp_path, capsys):
@@ -250,10 +254,12 @@ def test_aa_cli_passes(tmp_path, capsys):
     assert "skipped now" not in out
 
 
-@pytest.mark.parametrize("impl", ["numba", "torch", "pure_python"])
-def test_slowed_implementation_fails(tmp_path, capsys, impl):
+@pytest.mark.parametrize(("impl", "factor"), [("numba", 2.0), ("torch", 2.0), ("pure_python", 3.0)])
+def test_slowed_implementation_fails(tmp_path, capsys, impl, factor):
+    """Pure Python runs in one process with 3 rounds: the gate cannot see its process spread and
+    assumes the others' (or ``default_sd``), so it is held to a 3x slowdown, not 2x."""
     b = synthetic_run(tmp_path / "base", seed=1)
-    c = synthetic_run(tmp_path / "cur", seed=2, machine=1.3, slow={impl: 2.0})
+    c = synthetic_run(tmp_path / "cur", seed=2, machine=1.3, slow={impl: factor})
     assert run_main(b, c) == 1
     out = capsys.readouterr().out
     assert "RESULT: FAIL" in out and "slower relative to numpy" in out
@@ -289,9 +295,9 @@ def test_case_without_numpy_falls_back_to_gemm():
     same = compare.check_speed(frames(1), frames(2, machine=1.3), cfg)
     pp = same[same["impl"] == "pure_python"]
     assert (pp["ref"] == "gemm").all() and len(pp) == 7 and not (same["verdict"] == "FAIL").any()
-    slow = compare.check_speed(frames(1), frames(2, machine=1.3, slow={"pure_python": 2.0}), cfg)
+    slow = compare.check_speed(frames(1), frames(2, machine=1.3, slow={"pure_python": 3.0}), cfg)
     agg = slow[(slow["impl"] == "pure_python") & (slow["phase"] == "ALL")].iloc[0]
-    assert agg["verdict"] == "FAIL" and agg["ci_low"] > 1.5
+    assert agg["verdict"] == "FAIL" and agg["ci_low"] > cfg.threshold
     # its single cases have 3 rounds: they warn, they do not fail alone
     single = set(slow.loc[(slow["impl"] == "pure_python") & (slow["phase"] != "ALL"), "verdict"])
     assert single <= {"WARN", "ok", "inconclusive"}
@@ -408,7 +414,7 @@ def test_latest_pointer_file_and_symlink(tmp_path):
     assert run_main(b, tmp_path / "latest") == 0
 
 
-def _gate_one_case(base: list, cur: list, ref_b: list, ref_c: list) -> pd.Series:
+def _gate_one_case(base: list, cur: list, ref_b: list, ref_c: list, **cfg) -> pd.Series:
     """check_speed on one torch case against numpy, from per-process round arrays."""
 
     def frames(x, r):
@@ -429,15 +435,17 @@ def _gate_one_case(base: list, cur: list, ref_b: list, ref_c: list) -> pd.Series
         ]
         return {"speed": pd.DataFrame(rows)}
 
-    t = compare.check_speed(frames(base, ref_b), frames(cur, ref_c), compare.GateConfig(n_boot=1000))
+    t = compare.check_speed(frames(base, ref_b), frames(cur, ref_c), compare.GateConfig(n_boot=1000, **cfg))
     return t[(t["impl"] == "torch") & (t["model"] == "mlp")].iloc[0]
 
 
 def test_median_of_process_medians_ignores_a_slow_process_and_catches_real_slowdowns():
     """One of three worker processes runs 1.6x slow (this machine kind does that): the median
-    of process medians ignores it and the gate does not fail. Negative control: with one
-    process, the same slow process fails. Real slowdowns of every process (1.5x, 2x) fail:
-    a bootstrap that redrew the 3 processes was too wide to fail even 2x on real runs."""
+    of process medians ignores it and the gate does not fail. With one process per case the
+    gate cannot know the process-to-process spread: it assumes ``default_sd`` and does not fail
+    that process; negative control: told the spread is 0, it fails it (the process term is what
+    protects). Real slowdowns of every process (1.6x, 2x) fail: a bootstrap that redrew the 3
+    processes was too wide to fail even 2x on real runs."""
     rng = np.random.default_rng(0)
 
     def proc(scale):
@@ -446,8 +454,10 @@ def test_median_of_process_medians_ignores_a_slow_process_and_catches_real_slowd
     ref = [proc(1.0) for _ in range(3)]
     row = _gate_one_case([proc(1.0) for _ in range(3)], [proc(1.0), proc(1.6), proc(1.0)], ref, ref)
     assert row["verdict"] != "FAIL" and row["R"] < 1.1 and row["n_samples"] == "3x60/3x60/3x60/3x60"
-    one = _gate_one_case([proc(1.0)], [proc(1.6)], ref[:1], ref[:1])  # negative control: one process
-    assert one["verdict"] == "FAIL"
+    one = _gate_one_case([proc(1.0)], [proc(1.6)], ref[:1], ref[:1])
+    assert one["verdict"] != "FAIL" and one["R"] > 1.5
+    blind = _gate_one_case([proc(1.0)], [proc(1.6)], ref[:1], ref[:1], default_sd=0.0, min_sd=0.0)
+    assert blind["verdict"] == "FAIL"  # negative control: no process term
     for factor in (1.6, 2.0):
         slow = _gate_one_case([proc(1.0) for _ in range(3)], [proc(factor) for _ in range(3)], ref, ref)
         assert slow["verdict"] == "FAIL" and slow["R"] == pytest.approx(factor, rel=0.05), factor
