@@ -32,7 +32,11 @@ def test_load_run_tidy_with_env(run_dir):
     frames = report.load_run(run_dir)
     assert {"availability", "setting", "agreement", "speed", "accuracy", "peak", "compile", "error"} <= set(frames)
     speed = frames["speed"]
-    assert len(speed) == 5 * 2 * 3 * 2  # one row per (impl, model, phase, batch)
+    # one row per (impl, model, phase, batch, worker process): 3 processes, 1 for pure Python
+    cases = speed.groupby(["impl", "model", "phase", "batch_size"])["process"].nunique()
+    assert len(cases) == 5 * 2 * 3 * 2
+    assert (cases.drop("pure_python", level="impl") == 3).all() and (cases["pure_python"] == 1).all()
+    assert len(speed) == (4 * 3 + 1) * 2 * 3 * 2
     # run.json's machine (its "env") as env.<key>, the rest as run.<key>: each named once
     for col in ("env.cpu_model", "env.cores", "env.blas", "env.versions.numpy", "run.git_commit", "run.run_id"):
         assert col in speed.columns, col
