@@ -61,7 +61,9 @@ Gate rules (FAIL means exit 1):
      spread; it is a WARN and counts in the aggregate.
    - An implementation FAILS when the geometric mean of R over all its cases (row
      ``model == phase == "ALL"``), with the CI of the same replicates' geometric means,
-     has ``CI_low`` above the same threshold.
+     has ``CI_low`` above the same threshold; likewise per phase (rows ``model == "ALL"``,
+     ``phase == "train_step"`` ...: that phase's models and batch sizes), so a slowdown of one
+     phase is not diluted by the phases it did not touch.
    - ``CI_high < 1/threshold`` is reported as faster (a note: refresh the baseline).
    - A row whose interval contains the threshold (``CI_low <= thr < CI_high``) cannot be
      decided: it says "inconclusive" (too noisy), never "ok", does not fail, and the final

@@ -294,12 +294,14 @@ def test_case_without_numpy_falls_back_to_gemm():
 
     same = compare.check_speed(frames(1), frames(2, machine=1.3), cfg)
     pp = same[same["impl"] == "pure_python"]
-    assert (pp["ref"] == "gemm").all() and len(pp) == 7 and not (same["verdict"] == "FAIL").any()
+    # 6 cases (2 models x 3 phases), the ALL row and one row per phase (2 cases each)
+    assert (pp["ref"] == "gemm").all() and len(pp) == 6 + 1 + 3 and not (same["verdict"] == "FAIL").any()
+    assert set(pp.loc[pp["model"] == "ALL", "phase"]) == {"ALL", "forward", "loss_and_grads", "train_step"}
     slow = compare.check_speed(frames(1), frames(2, machine=1.3, slow={"pure_python": 3.0}), cfg)
     agg = slow[(slow["impl"] == "pure_python") & (slow["phase"] == "ALL")].iloc[0]
     assert agg["verdict"] == "FAIL" and agg["ci_low"] > cfg.threshold
     # its single cases have 3 rounds: they warn, they do not fail alone
-    single = set(slow.loc[(slow["impl"] == "pure_python") & (slow["phase"] != "ALL"), "verdict"])
+    single = set(slow.loc[(slow["impl"] == "pure_python") & (slow["model"] != "ALL"), "verdict"])
     assert single <= {"WARN", "ok", "inconclusive"}
 
 
@@ -519,3 +521,25 @@ def test_required_backend_unavailable_fails(tmp_path, monkeypatch):
     assert not (compare.check_status(base, cur, [])["verdict"] == "FAIL").any()  # optional: a warning
     rows = compare.check_status(base, cur, ["numpy", "torch"])
     assert rows.loc[rows["verdict"] == "FAIL", "impl"].tolist() == ["torch"]
+
+
+def test_phase_aggregate_is_not_diluted_by_untouched_phases():
+    """A slowdown of torch's train_step alone (1.6x, every process): the per-phase aggregate
+    (model ALL, phase train_step) sees all of it, where the all-cases row averages it with the
+    forward and loss_and_grads cases it did not touch. Negative control: the untouched phases'
+    aggregates stay near 1."""
+    cfg = compare.GateConfig(n_boot=400)
+    base = light_frames(synthetic_records("b", seed=1)[1])
+    cur = light_frames(synthetic_records("c", seed=2)[1])
+    sp = cur["speed"]
+    hit = (sp["impl"] == "torch") & (sp["phase"] == "train_step")
+    sp.loc[hit, "samples_s"] = sp.loc[hit, "samples_s"].map(lambda s: [1.6 * x for x in s])
+    sp.loc[hit, "median_s"] *= 1.6
+    out = compare.check_speed(base, cur, cfg)
+    agg = out[(out["impl"] == "torch") & (out["model"] == "ALL")].set_index("phase")
+    assert set(agg.index) == {"ALL", "forward", "loss_and_grads", "train_step"}
+    assert 1.35 < agg.loc["train_step", "R"] < 1.9, agg["R"]
+    assert agg.loc["train_step", "ci_low"] > agg.loc["ALL", "ci_low"]
+    assert agg.loc["train_step", "R"] > agg.loc["ALL", "R"] * 1.1
+    for phase in ("forward", "loss_and_grads"):
+        assert 0.75 < agg.loc[phase, "R"] < 1.33 and agg.loc[phase, "verdict"] != compare.FAIL, phase
