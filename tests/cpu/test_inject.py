@@ -69,8 +69,11 @@ def test_slowed_call_takes_factor_times_as_long():
 def test_run_records_injection_and_rejects_malformed(tmp_path, monkeypatch):
     """run.json carries the injection, so every report and the gate can say so; a malformed
     value stops the run before it starts."""
-    from bench import run
+    from bench import run, threads
 
+    # create_run applies the thread count to this process's environment, BLAS and Numba:
+    # keep it from leaking into the tests that run after this one
+    monkeypatch.setattr(threads, "apply_threads", lambda n=None: n or 1)
     ns = argparse.Namespace(
         models="tiny-mlp", impls="numpy", dtype=None, profile="quick", out=str(tmp_path), resume=None,
         threads=1, data_dir=None, timeout=None, no_report=True, gate=None,
