@@ -51,9 +51,11 @@ Gate rules (FAIL means exit 1):
      the GEMM. Measured on this machine kind (2 cores, 2026-11-23, quick profile, 3 worker
      processes): a process's log speed factor has sd 0.10-0.20, independent between
      processes and implementations; the old interval (rounds only, processes kept fixed,
-     threshold 1.5) failed 2 of 12 real A/A pairs, this one 0 of 12. Its price is width:
+     threshold 1.5) failed 2 of 12 real A/A pairs, this one 0 of 20. Its price is width:
      with 3 processes a single case's 99 % interval is about x/÷1.6, so a 1.25x slowdown is
-     mostly "inconclusive" rather than FAIL, and only ~2x is caught case by case. Narrowing
+     mostly "inconclusive" rather than FAIL: real runs with torch's train_step slowed on
+     purpose (``bench/inject.py``) failed in 3 of 25 pairs at 1.25x and at 1.5x, 20 of 20 at
+     2x. (At threshold 1.1: 13 of 25, but 1 of 20 A/A pairs failed.) Narrowing
      it needs more worker processes (the profile's ``processes``; the interval shrinks as
      1/sqrt(P): ~40 for 1.25x at this spread).
      A case with fewer than 5 rounds (``min_rounds``) in any of its four sample sets

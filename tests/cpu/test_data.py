@@ -606,7 +606,11 @@ def test_data_main_reports_bad_data(tmp_path, synth, capsys):
 
 
 # ---------------------------------------------------------------------------- the real data
-needs_real = pytest.mark.skipif(not REAL_MNIST_DIR, reason="MNIST_DIR is not set (CI sets it to the shared MNIST copy)")
+needs_real = pytest.mark.skipif(
+    not REAL_MNIST_DIR,
+    reason="MNIST_DIR is not set: point it at a folder holding the four MNIST IDX files"
+    " (gzip or raw) to run these checks on the real data",
+)
 
 
 @needs_real
