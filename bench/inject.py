@@ -13,7 +13,6 @@ so at the top: a run with an injection must never be mistaken for a measurement.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,14 +41,6 @@ def parse(text: str | None) -> dict[tuple[str, str], float]:
             raise InjectionError(f"{ENV}: factor {f} in {item!r} must be >= 1 (a slowdown)")
         out[impl.strip(), phase.strip()] = f
     return out
-
-
-def from_env() -> dict[tuple[str, str], float]:
-    return parse(os.environ.get(ENV))
-
-
-def describe(inj: dict[tuple[str, str], float]) -> str:
-    return ", ".join(f"{i} {p} x{f:g}" for (i, p), f in sorted(inj.items()))
 
 
 def slowed(fn: Callable[[], Any], factor: float) -> Callable[[], Any]:

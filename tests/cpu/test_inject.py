@@ -20,7 +20,6 @@ def test_parse_reads_several_cases():
         ("numpy", "forward"): 2.0,
     }
     assert inject.parse("") == {} and inject.parse(None) == {}
-    assert inject.describe(inject.parse("torch:train_step=1.25")) == "torch train_step x1.25"
 
 
 @pytest.mark.parametrize(
