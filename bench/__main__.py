@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.run", "the benchmark run: agreement, speed, accuracy, reports (tox -e bench)"),
     "report": ("bench.report_cli", "(re)write a run's reports; several runs: side by side (--out)"),
     "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
+    "baseline": ("bench.baseline", "merge several runs' speed records into one gate baseline"),
     "history": ("bench.history", "speed across runs (commits, machines): HTML, Markdown, PNG"),
     "layers": ("bench.layer_timing", "per-function breakdown of a train step (cProfile)"),
     "specs": ("bench.__main__", "list presets and implementations, with availability"),

@@ -84,6 +84,14 @@ def git_commit() -> str:
     return (head + ("+dirty" if dirty else "")) if head else "unknown"
 
 
+def malloc_settings() -> str:
+    """glibc malloc tunables the workers run with: ``bench.threads.MALLOC_ENV`` (``bench.spawn``
+    sets it), or the caller's own values."""
+    from bench.threads import MALLOC_ENV
+
+    return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in MALLOC_ENV.items())
+
+
 def collect(threads: int | None = None) -> dict[str, Any]:
     """Flat dict of environment columns (strings and ints only, so it joins onto a DataFrame)."""
     import numpy  # noqa: F401  # loads the BLAS, so threadpoolctl can name it
@@ -104,6 +112,7 @@ def collect(threads: int | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "python_executable": sys.executable,
+        "malloc": malloc_settings(),
     }
     info.update({f"version_{k}": v for k, v in versions.items()})
     return info

@@ -25,6 +25,14 @@ PEAK_REF = "gemm"
 @dataclass(frozen=True)
 class GateConfig:
     threshold: float = 1.25  # a slowdown the gate must rule out (ok) or establish (FAIL)
+    # Per-phase rows (``_phase_verdict``) fail from the geometric midpoint between no change and
+    # the threshold (1.118 for 1.25) once the slowdown is beyond noise; None: sqrt(threshold).
+    decision: float | None = None
+    phase_min_processes: int = 2  # below this the process spread is assumed, not measured
+    # Phases judged by ``_phase_verdict``; the others by ``_verdict``. forward (2 ms for the mlp)
+    # moved 13-18 % between two real A/A quick runs minutes apart with every process agreeing
+    # (a machine-state shift no within-run statistic sees): judged by the phase rule it failed.
+    sharp_phases: tuple[str, ...] = ("train_step",)
     peak_threshold: float = 1.25
     ci: float = 0.99
     n_boot: int = 2000
@@ -35,7 +43,7 @@ class GateConfig:
     default_test_samples: int = 10000
     classes: int = 10  # MNIST: accuracy at chance is 1 / classes
     min_sd: float = 0.02  # floor of a pooled process-to-process spread (log units)
-    min_sd_n: int = 4  # deviations below which an implementation borrows the others' spread
+    min_sd_n: int = 2  # gaps (cases) below which an implementation borrows the others' spread
     default_sd: float = 0.15  # when no implementation has enough: about what this machine kind shows
 
 
@@ -75,40 +83,56 @@ def _sample_sets(frames: dict[str, pd.DataFrame]) -> dict[tuple, Samples]:
 
 
 def center(sets: Samples) -> float:
-    """The figure a case is judged by: the median over processes of each process's median."""
-    return float(np.median([np.median(a) for a in sets]))
+    """The figure a case is judged by: the fastest of its worker processes' medians.
+
+    A worker process that runs through a neighbour's burst (on this machine kind, 10-60 % slow
+    for tens of seconds) is slower, never faster, so the fastest process is the one nearest the
+    undisturbed speed, the reasoning behind BenchmarkTools.jl's minimum-based ``judge``. Over 5
+    real pinned quick runs (2026-11-23), the worst A/A ratio of a single case was 1.117 this
+    way and 1.306 with the median of the process medians (two of numpy's three mlp forward
+    processes slow in one run); the train_step phase rows' sd fell from 0.039 to 0.009. The
+    reports keep the median of process medians with its spread: they describe, this judges."""
+    return float(np.min([np.median(a) for a in sets]))
 
 
-# Variance of the median of P standard normal draws (exact for P <= 5; pi / 2P beyond).
-_MEDIAN_VAR = {1: 1.0, 2: 0.5, 3: 0.4487, 4: 0.3433, 5: 0.2868}
+# Variance of the minimum of P standard normal draws (simulated, 400,000 sets each; a merged
+# baseline has up to 16 processes per case, more borrow 16's).
+_MIN_VAR = {
+    1: 1.0, 2: 0.6823, 3: 0.5589, 4: 0.4921, 5: 0.4474, 6: 0.4165, 7: 0.392, 8: 0.3739,
+    9: 0.3565, 10: 0.3453, 11: 0.3332, 12: 0.3239, 13: 0.3155, 14: 0.3068, 15: 0.3011, 16: 0.2937,
+}  # fmt: skip
 
 
-# Median of |x - median(x)| over the non-median members of P standard normal draws (simulated,
-# 200,000 sets each): turns the pooled deviations of P process figures into a standard deviation.
-_MAD_C = {2: 0.4797, 3: 0.69, 4: 0.4851, 5: 0.6838, 6: 0.5263, 7: 0.6824, 8: 0.5626}
+# Median gap between the two smallest of P standard normal draws (simulated, 400,000 sets each):
+# turns the pooled gaps between a case's two fastest processes into a standard deviation.
+_GAP_C = {
+    2: 0.9566, 3: 0.6884, 4: 0.5858, 5: 0.5262, 6: 0.4896, 7: 0.4632, 8: 0.4441, 9: 0.4249,
+    10: 0.4134, 11: 0.4022, 12: 0.3932, 13: 0.3841, 14: 0.3788, 15: 0.3722, 16: 0.3663,
+}  # fmt: skip
 
 
 def process_sd(runs: list[dict[tuple, Samples]], cfg: GateConfig) -> dict[str, float]:
     """Per implementation (and the GEMM): the spread of ``log(process median)`` between the worker
-    processes of one case, pooled over every case with >= 2 processes in ``runs``, as a robust
-    standard deviation (median absolute deviation from the case's median, scaled by ``_MAD_C``).
+    processes of one case, where ``center`` looks: the gap between the two fastest processes,
+    pooled (median) over every case with >= 2 processes in ``runs`` and scaled by ``_GAP_C`` to
+    a standard deviation.
 
     This is the noise the rounds of one process cannot show: on this machine kind a whole worker
-    process runs 10-20 % faster or slower than its neighbours, independently per process, and now
-    and then one runs 1.5-2x slow. The case's figure (a median of processes) ignores such an
-    outlier, so the spread that matters is the ordinary processes' one; a plain standard
-    deviation would be inflated by the outliers. An implementation with fewer than
-    ``cfg.min_sd_n`` deviations (the GEMM: two measurements per run) borrows the largest
-    estimate of the others, or ``cfg.default_sd``."""
-    devs: dict[str, list[float]] = {}
+    process runs a few percent (pinned) to 10-20 % (2 unpinned threads) faster or slower than
+    its neighbours, and now and then one or two of a case's processes run 1.1-2x slow. The
+    case's figure (the fastest process) ignores those, so the spread that matters is the
+    undisturbed processes' one. A deviation from the median of the processes (what this used to
+    pool) counts a slow process in; with 3 processes and one of them slow it doubled the spread
+    and left a real 1.27x slowdown "inconclusive". An implementation with fewer than
+    ``cfg.min_sd_n`` gaps (the GEMM: two measurements per run) borrows the largest estimate of
+    the others, or ``cfg.default_sd``."""
+    gaps: dict[str, list[float]] = {}
     for sets in runs:
         for key, s in sets.items():
             if len(s) >= 2:
-                logs = np.log([np.median(a) for a in s])
-                d = np.sort(np.abs(logs - np.median(logs)))
-                d = d[1:] if len(s) % 2 else d  # the median member itself deviates by 0
-                devs.setdefault(key[0], []).extend(d / _MAD_C.get(len(s), 0.6745))
-    known = {i: max(float(np.median(v)), cfg.min_sd) for i, v in devs.items() if len(v) >= cfg.min_sd_n}
+                logs = np.sort(np.log([np.median(a) for a in s]))
+                gaps.setdefault(key[0], []).append((logs[1] - logs[0]) / _GAP_C.get(len(s), _GAP_C[16]))
+    known = {i: max(float(np.median(v)), cfg.min_sd) for i, v in gaps.items() if len(v) >= cfg.min_sd_n}
     fallback = max(known.values(), default=cfg.default_sd)
     impls = {key[0] for sets in runs for key in sets}
     return {i: known.get(i, fallback) for i in impls}
@@ -120,7 +144,8 @@ class _Boot:
     - within a process, its rounds are resampled (percentile bootstrap of each process's median);
     - between processes, the replicate is multiplied by ``exp(N(0, sd^2 v(P)))``, with ``sd`` the
       implementation's pooled process-to-process spread (``process_sd``) and ``v(P)`` the
-      variance of a median of ``P`` draws. Resampling the 3 processes themselves cannot stand in
+      variance of the minimum of ``P`` draws (``center`` takes the fastest process). Resampling
+      the 3 processes themselves cannot stand in
       for this: a bootstrap of 3 values spans the slowest to the fastest, and keeping them fixed
       (what this gate did before) left the interval blind to it: 2 of 12 real A/A pairs failed.
 
@@ -141,7 +166,7 @@ class _Boot:
 
     def __call__(self, label: str, key: tuple, sets: Samples) -> np.ndarray:
         if (label, key) not in self.cache:
-            per = np.median(np.stack([self._within(a) for a in sets]), axis=0)  # (n_boot,)
+            per = np.min(np.stack([self._within(a) for a in sets]), axis=0)  # (n_boot,): ``center``
             self.cache[label, key] = per * self._process_term(label, key, len(sets))
         return self.cache[label, key]
 
@@ -150,7 +175,7 @@ class _Boot:
         are timed in the same worker processes, so they share those processes' factors."""
         group = (label, *key[:3], p)
         if group not in self.offsets:
-            sd = self.sd.get(key[0], 0.0) * np.sqrt(_MEDIAN_VAR.get(p, np.pi / (2 * p)))
+            sd = self.sd.get(key[0], 0.0) * np.sqrt(_MIN_VAR.get(p, _MIN_VAR[16]))
             self.offsets[group] = np.exp(self.rng.normal(0.0, sd, self.cfg.n_boot))
         return self.offsets[group]
 
@@ -174,6 +199,22 @@ def _verdict(lo: float, hi: float, thr: float, ref: str) -> tuple[str, str]:
     return OK, ""
 
 
+def _phase_verdict(point: float, lo: float, hi: float, thr: float, decision: float, ref: str) -> tuple[str, str]:
+    """The rule of an implementation's per-phase rows (its train_step, forward, loss_and_grads
+    over models and batch sizes), where the gate must catch a ``thr`` slowdown: FAIL when the
+    slowdown is beyond noise (``CI_low > 1``) and nearer ``thr`` than no change (``R >= decision``,
+    the geometric midpoint); ok when a ``thr`` slowdown is ruled out (``CI_high <= thr``);
+    otherwise inconclusive. ``_verdict`` (the whole interval above ``thr``) would catch a true
+    ``thr`` slowdown less than half the time, whatever the noise."""
+    if lo > 1.0 and point >= decision:
+        return FAIL, f"slower relative to {ref}: R {point:.3f} >= {decision:.3f} and CI low {lo:.3f} > 1"
+    if hi < 1.0 / thr:
+        return NOTE, "faster beyond noise; consider refreshing the baseline"
+    if hi > thr:
+        return INCONCLUSIVE, f"too noisy to decide: CI [{lo:.3f}, {hi:.3f}] contains {thr}; re-measure"
+    return OK, f"R {point:.3f} is beyond noise but below {decision:.3f}" if lo > 1.0 else ""
+
+
 def _last(df: pd.DataFrame | None, keys: list[str]) -> pd.DataFrame:
     if df is None or df.empty:
         return pd.DataFrame(columns=keys)
@@ -192,11 +233,11 @@ def _ref_key(key: tuple, sb: dict, sc: dict) -> tuple:
 
 def _aggregates(items: list[tuple]) -> list[tuple[str, list[tuple]]]:
     """The aggregate rows of one implementation: all its cases (phase ``ALL``), then each phase
-    with >= 2 cases (its models and batch sizes), so that a slowdown of train_step alone is not
-    diluted by the phases it did not touch. A one-case phase is its case row already."""
+    (its models and batch sizes), so that a slowdown of train_step alone is not diluted by the
+    phases it did not touch. A one-case phase gets its row too: the per-phase rows are the ones
+    judged by ``_phase_verdict``."""
     phases = sorted({item[0] for item in items})
-    per_phase = [(p, [i for i in items if i[0] == p]) for p in phases] if len(phases) > 1 else []
-    return [("ALL", items)] + [(p, g) for p, g in per_phase if len(g) >= 2]
+    return [("ALL", items)] + [(p, [i for i in items if i[0] == p]) for p in phases]
 
 
 def check_speed(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg: GateConfig) -> pd.DataFrame:
@@ -225,12 +266,17 @@ def check_speed(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], cfg
         sizes = "/".join(f"{len(s)}x{min(len(a) for a in s)}" for s in (xb, rb, xc, rc))
         row |= {"n_samples": sizes, "verdict": verdict, "detail": detail}
         rows.append(row)
-        logs.setdefault((key[0], key[2], ref, thr), []).append((key[3], np.log(cr / br), np.log(reps)))
+        measured = min(len(x) for x in (xb, rb, xc, rc)) >= cfg.phase_min_processes and ref == REFERENCE
+        logs.setdefault((key[0], key[2], ref, thr), []).append((key[3], np.log(cr / br), np.log(reps), measured))
+    decision = cfg.decision or float(np.sqrt(cfg.threshold))
     for (impl, dtype, ref, thr), items in sorted(logs.items()):
         for phase, group in _aggregates(items):
-            point = float(np.exp(np.mean([p for _, p, _ in group])))
-            lo, hi = _ci(np.exp(np.mean([r for _, _, r in group], axis=0)), cfg)
-            verdict, detail = _verdict(lo, hi, thr, ref)
+            point = float(np.exp(np.mean([p for _, p, _, _ in group])))
+            lo, hi = _ci(np.exp(np.mean([r for _, _, r, _ in group], axis=0)), cfg)
+            if phase in cfg.sharp_phases and all(m for *_, m in group):
+                verdict, detail = _phase_verdict(point, lo, hi, thr, decision, ref)
+            else:
+                verdict, detail = _verdict(lo, hi, thr, ref)
             what = "geometric mean" if phase == "ALL" else f"geometric mean of {phase}"
             rows.append(
                 {"impl": impl, "model": "ALL", "dtype": dtype, "phase": phase, "batch_size": None, "ref": ref}

@@ -52,7 +52,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default="runs", help="folder holding run directories (default: runs, git-ignored)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue an interrupted run (default: <out>/latest), skipping finished cases")  # fmt: skip
-    p.add_argument("--threads", type=int, help="thread count for every backend (default: NNBENCH_THREADS or all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="thread count for every backend (default: the profile's, else NNBENCH_THREADS or all cores)",
+    )
+    p.add_argument("--no-pin", action="store_true", help="do not pin workers to CPUs even if the profile says so")
     p.add_argument("--data-dir", help="MNIST directory (default: MNIST_DIR, then the cache)")
     p.add_argument("--timeout", type=float, help="per-worker timeout in seconds, overriding the profile's")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -94,7 +99,7 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
 def create_run(ns: argparse.Namespace) -> Path:
     import implementations
     from bench import envinfo, inject
-    from bench.threads import apply_threads, configured_threads
+    from bench.threads import apply_threads, configured_threads, pin_cpus
 
     injected = os.environ.get(inject.ENV) or None
     try:
@@ -102,7 +107,11 @@ def create_run(ns: argparse.Namespace) -> Path:
     except inject.InjectionError as e:
         raise RunError(str(e)) from e
     profile, specs, impls, dtypes = resolve_inputs(ns)
-    threads = apply_threads(ns.threads or configured_threads())
+    threads = apply_threads(ns.threads or profile.get("threads") or configured_threads())
+    try:
+        cpus = pin_cpus(threads) if profile.get("pin") and not getattr(ns, "no_pin", False) else None
+    except ValueError as e:
+        raise RunError(str(e)) from e
     out = Path(ns.out)
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{profile['name']}"
     run_dir, n = out / run_id, 1
@@ -120,6 +129,7 @@ def create_run(ns: argparse.Namespace) -> Path:
         "impls": impls,
         "dtypes": dtypes,
         "threads": threads,
+        "cpus": cpus,  # every worker pinned to these CPUs (profile ``pin``), or None
         "timeout_s": ns.timeout,
         "data_dir": ns.data_dir,
         "registry": dict(implementations._REGISTRY),

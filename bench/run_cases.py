@@ -29,14 +29,17 @@ def execute(run_dir: Path, timeout: float | None) -> None:
     """Every part of the run in ``run_dir`` not done yet; ``timeout`` (``--timeout``) overrides
     the run's and the profile's per-worker timeout."""
     import implementations
-    from bench.threads import apply_threads
+    from bench.threads import apply_pinning, apply_threads
 
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     apply_threads(run["threads"])
+    apply_pinning(run.get("cpus"))
     implementations._REGISTRY.update(run.get("registry", {}))
     profile = run["profile"]
     done = done_parts(run_dir)
-    print(f"run {run['run_id']} -> {run_dir}  (profile {profile['name']}, threads {run['threads']})", flush=True)
+    pinned = f", pinned to CPU {','.join(map(str, run['cpus']))}" if run.get("cpus") else ""
+    where = f"profile {profile['name']}, threads {run['threads']}{pinned}"
+    print(f"run {run['run_id']} -> {run_dir}  ({where})", flush=True)
     avail = check_availability(run_dir, run, done)
     for impl, (ok, reason, _) in avail.items():
         print(cut(f"  {impl:<14} {'available' if ok else 'skipped'}: {reason}".splitlines()[0], WIDTH), flush=True)

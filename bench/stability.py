@@ -1,8 +1,8 @@
 """How far a run's speed figures can be trusted: one row per speed case, with flags.
 
 A speed case ``(impl, model, dtype, phase, batch_size)`` is measured in P worker processes
-(``process`` 0..P-1 in its records). Its figure is the median of the process medians
-(``bench.compare.center``, what the gate judges). A case is flagged, with the reason, when
+(``process`` 0..P-1 in its records). Its figure is the median of the process medians (the gate
+judges the fastest process instead: ``bench.compare.center``). A case is flagged, with the reason, when
 
 - the process medians spread more than ``SPREAD_LIMIT`` (max / min): a per-process effect
   (memory layout, a neighbour's burst) moved the figure;

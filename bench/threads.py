@@ -20,6 +20,48 @@ THREAD_VARS = (
 )
 NNBENCH_THREADS = "NNBENCH_THREADS"
 
+# glibc's malloc serves a block above its mmap threshold (128 KiB at start) with a fresh mmap and
+# gives it back on free, so a step's large temporaries (a (50, 800) float32 activation is 160 KiB)
+# page-fault in again on every call, and the top of the heap is trimmed and regrown. Under a
+# hypervisor those faults are slow and noisy: a NumPy mlp train_step took 11.3 ms with the
+# defaults and 7.0 ms with these (cnn 74.6 -> 57.4 ms, 1 pinned thread), and importing torch
+# alone changed NumPy's speed 1.6x by moving the heap. Every worker gets the same setting (a
+# caller's own values win), so backends are compared on the same allocator, which is recorded
+# in run.json (``env.malloc``).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
+
+NNBENCH_CPUS = "NNBENCH_CPUS"  # comma list: the CPUs every worker process is pinned to
+
+
+def pin_cpus(threads: int) -> list[int]:
+    """The CPUs a pinned run keeps its workers on: the last ``threads`` this process may use (the
+    first is where the system's own work tends to land). Pinned to one core, a worker's in-run
+    ratio against numpy varied 0.3-4.7 % between quick runs; unpinned at 2 threads, 3-15 %
+    (``bench/compare.py``, rule 4)."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if threads > len(usable):
+        raise ValueError(f"cannot pin {threads} threads to {len(usable)} usable CPUs")
+    return usable[-threads:]
+
+
+def apply_pinning(cpus: list[int] | None) -> None:
+    """Tell the workers this run starts which CPUs to pin themselves to (none: not pinned)."""
+    if cpus:
+        os.environ[NNBENCH_CPUS] = ",".join(str(c) for c in cpus)
+    else:
+        os.environ.pop(NNBENCH_CPUS, None)
+
+
+def pin_from_env() -> list[int] | None:
+    """In a worker, before any library starts its threads: pin this process to ``NNBENCH_CPUS``."""
+    value = os.environ.get(NNBENCH_CPUS)
+    if not value or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = [int(c) for c in value.split(",")]
+    os.sched_setaffinity(0, cpus)
+    return cpus
+
 
 def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.profile import PARTS, effective_profile
 from bench.run_state import mark_done, speed_part
-from bench.threads import apply_threads, configured_threads
+from bench.threads import apply_threads, configured_threads, pin_from_env
 
 MARK = "@@nnbench "
 PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         w.add_argument(name, required=True)
     args = p.parse_args(argv)
     apply_threads(configured_threads())  # before NumPy or a framework is imported
+    pin_from_env()
     cmds = {"availability": cmd_availability, "peak": cmd_peak, "case": cmd_case, "warmprobe": cmd_warmprobe}
     return cmds[args.cmd](args)
 

@@ -2,10 +2,11 @@
 
 A synthetic run draws per-round times from a noise model: true per-call time of each
 (impl, model, phase, batch) x a uniform machine-speed factor (another machine) x a
-factor per worker process (``PROCESS_SD``: what real quick runs on this machine kind show;
-3 processes per case, 1 for pure Python, the GEMM measured before and after)
-x per-round log-normal noise with occasional 1.5-3x spikes. A/A pairs must pass; a 2x
-relative slowdown, a broken agreement, an accuracy drop and a new crash must fail.
+factor per worker process (``PROCESS_SD``: what real pinned quick runs on this machine kind
+show, with now and then a whole process 1.6x slow; 3 processes per case, 1 for pure Python,
+the GEMM measured before and after) x per-round log-normal noise with occasional 1.5-3x
+spikes. A/A pairs must pass; a 1.25x slowdown of one implementation's phase, a 2x relative
+slowdown, a broken agreement, an accuracy drop and a new crash must fail.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ IMPL_SPEED = {"pure_python": 300.0, "numpy": 1.0, "numba": 0.8, "keras": 2.5, "t
 ROUNDS = {"pure_python": 3, "peak": 10}
 DEFAULT_ROUNDS = 30
 PROCESSES = 3
-PROCESS_SD = 0.12  # log sd of a worker process's factor: 0.10-0.20 in real quick runs (2026-11-23)
+PROCESS_SD = 0.03  # log sd of a process factor: median 0.023-0.051 per case in real pinned quick runs (2026-11-23)
+SLOW_PROCESS = (0.05, 1.6)  # (probability, factor): a process that ran through a neighbour's burst
 N_TEST = 10000
 
 
@@ -74,8 +76,10 @@ def synthetic_records(
     crash: tuple[str, ...] = (),
     schema_version: int | None = None,
     impls: tuple[str, ...] = IMPLS,
+    processes: int = PROCESSES,
 ):
-    """(run.json dict, records) of a fake run."""
+    """(run.json dict, records) of a fake run; ``processes=6``: a baseline merged from two runs
+    (``bench.baseline``)."""
     rng = np.random.default_rng(seed)
     slow, acc_drop = slow or {}, acc_drop or {}
     meta = {"run_id": run_id, "profile": "quick", "schema_version": SCHEMA_VERSION}
@@ -109,7 +113,7 @@ def synthetic_records(
                     )
                 )
                 continue
-            recs += _speed(rng, impl, model, factor, impl not in broken, common)
+            recs += _speed(rng, impl, model, factor, impl not in broken, common, processes)
             recs += _accuracy(rng, impl, model, acc_drop.get(impl, 0.0), common)
     recs.append(
         make_record("compile", impl="numba", model="mlp", phase="train_step", cold_s=2.1, steady_s=1e-3, **common)
@@ -154,11 +158,11 @@ def _agreement(impl, model, broken, common):
     return out
 
 
-def _speed(rng, impl, model, factor, validated, common):
+def _speed(rng, impl, model, factor, validated, common, processes=PROCESSES):
     """One record per (process, phase, batch); each worker process draws its own factor."""
     out = []
-    for process in range(1 if impl == "pure_python" else PROCESSES):
-        pf = factor * rng.lognormal(0.0, PROCESS_SD)
+    for process in range(1 if impl == "pure_python" else processes):
+        pf = factor * rng.lognormal(0.0, PROCESS_SD) * (SLOW_PROCESS[1] if rng.random() < SLOW_PROCESS[0] else 1.0)
         for phase in PHASES:
             for batch in BATCHES:
                 s = rounds(rng, true_time(impl, model, phase, batch) * pf, ROUNDS.get(impl, DEFAULT_ROUNDS))
@@ -214,14 +218,15 @@ def light_frames(records: list[dict]) -> dict[str, pd.DataFrame]:
     return {k: pd.DataFrame.from_records(v, columns=[*COMMON, *KIND_COLUMNS[k]]) for k, v in by_kind.items()}
 
 
-def aa_pairs(n: int, first_seed: int = 0) -> tuple[int, float]:
-    """n A/A pairs (current on a 1.3x slower or faster machine): (pairs with a FAIL verdict, the
-    largest CI low bound of a per-implementation geometric-mean row)."""
+def aa_pairs(n: int, first_seed: int = 0, base_processes: int = 2 * PROCESSES) -> tuple[int, float]:
+    """n A/A pairs (current on a 1.3x slower or faster machine, the baseline merged from two
+    runs as committed baselines are): (pairs with a FAIL verdict, the largest CI low bound of a
+    per-implementation geometric-mean row)."""
     cfg = compare.GateConfig(n_boot=400)
     failing, worst = 0, 0.0
     for i in range(first_seed, first_seed + n):
         machine = 1.3 if i % 2 else 1 / 1.3
-        b = light_frames(synthetic_records("b", seed=2 * i)[1])
+        b = light_frames(synthetic_records("b", seed=2 * i, processes=base_processes)[1])
         c = light_frames(synthetic_records("c", seed=2 * i + 1, machine=machine)[1])
         tables = compare.compare_frames(b, c, cfg)
         failing += compare.failed(tables)
@@ -274,11 +279,47 @@ def test_slowed_numpy_fails_against_gemm(tmp_path, capsys):
     assert "slower relative to gemm" in out
 
 
-def test_mild_slowdown_within_threshold_passes(tmp_path):
-    """Negative control of the threshold: 1.2x relative is not beyond the 1.25 rule."""
+def test_mild_slowdown_below_decision_passes(tmp_path):
+    """Negative control of the phase rule: 1.05x relative is below its decision point (1.118)."""
     b = synthetic_run(tmp_path / "base", seed=1)
-    c = synthetic_run(tmp_path / "cur", seed=2, slow={"torch": 1.2})
+    c = synthetic_run(tmp_path / "cur", seed=2, slow={"torch": 1.05})
     assert run_main(b, c) == 0
+
+
+def slow_phase(frames: dict[str, pd.DataFrame], impl: str, phase: str, factor: float) -> dict[str, pd.DataFrame]:
+    """``frames`` with every round of ``impl``'s ``phase`` ``factor`` x slower (``bench.inject``'s
+    real counterpart slows the calls themselves)."""
+    sp = frames["speed"].copy()
+    hit = (sp["impl"] == impl) & (sp["phase"] == phase)
+    sp.loc[hit, "samples_s"] = sp.loc[hit, "samples_s"].map(lambda s: [factor * x for x in s])
+    sp.loc[hit, "median_s"] *= factor
+    return frames | {"speed": sp}
+
+
+@pytest.mark.parametrize("factor", [1.25, 1.5, 2.0])
+def test_phase_slowdown_of_one_implementation_fails(factor):
+    """What the gate must catch: one implementation's train_step 1.25x (1.5x, 2x) slower. Its
+    per-phase row fails by the phase rule (R past the decision point and CI low > 1), in every
+    one of 10 seed pairs; the untouched phases do not."""
+    cfg = compare.GateConfig(n_boot=400)
+    for i in range(10):
+        base = light_frames(synthetic_records("b", seed=2 * i, processes=2 * PROCESSES)[1])
+        cur = slow_phase(light_frames(synthetic_records("c", seed=2 * i + 1)[1]), "torch", "train_step", factor)
+        out = compare.check_speed(base, cur, cfg)
+        rows = out[(out["impl"] == "torch") & (out["model"] == "ALL")].set_index("phase")
+        assert rows.loc["train_step", "verdict"] == compare.FAIL, (i, rows.loc["train_step"].to_dict())
+        assert rows.loc["forward", "verdict"] != compare.FAIL and rows.loc["loss_and_grads", "verdict"] != compare.FAIL
+
+
+def test_phase_rule():
+    """FAIL needs both: beyond noise (CI low > 1) and past the decision point; a wide interval
+    is inconclusive, a narrow one below the threshold ok."""
+    rule = compare._phase_verdict
+    assert rule(1.20, 1.10, 1.30, 1.25, 1.118, "numpy")[0] == compare.FAIL
+    assert rule(1.20, 0.95, 1.50, 1.25, 1.118, "numpy")[0] == compare.INCONCLUSIVE  # not beyond noise
+    assert rule(1.05, 1.01, 1.09, 1.25, 1.118, "numpy")[0] == compare.OK  # beyond noise, but small
+    assert rule(1.00, 0.90, 1.10, 1.25, 1.118, "numpy")[0] == compare.OK
+    assert rule(0.70, 0.65, 0.75, 1.25, 1.118, "numpy")[0] == compare.NOTE
 
 
 def test_case_without_numpy_falls_back_to_gemm():
@@ -531,11 +572,7 @@ def test_phase_aggregate_is_not_diluted_by_untouched_phases():
     cfg = compare.GateConfig(n_boot=400)
     base = light_frames(synthetic_records("b", seed=1)[1])
     cur = light_frames(synthetic_records("c", seed=2)[1])
-    sp = cur["speed"]
-    hit = (sp["impl"] == "torch") & (sp["phase"] == "train_step")
-    sp.loc[hit, "samples_s"] = sp.loc[hit, "samples_s"].map(lambda s: [1.6 * x for x in s])
-    sp.loc[hit, "median_s"] *= 1.6
-    out = compare.check_speed(base, cur, cfg)
+    out = compare.check_speed(base, slow_phase(cur, "torch", "train_step", 1.6), cfg)
     agg = out[(out["impl"] == "torch") & (out["model"] == "ALL")].set_index("phase")
     assert set(agg.index) == {"ALL", "forward", "loss_and_grads", "train_step"}
     assert 1.35 < agg.loc["train_step", "R"] < 1.9, agg["R"]
