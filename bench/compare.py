@@ -64,8 +64,8 @@ Gate rules (FAIL means exit 1):
    - Measured on this machine kind (2 cores, 2026-11-23), quick profile (1 thread, every
      worker pinned to the last CPU, 3 processes per case), numpy + torch, torch's train_step
      slowed on purpose (``bench/inject.py``), each run gated against a plain run: see the
-     README's gate paragraph for the counts. Unpinned at 2 threads, the in-run ratios moved
-     3-15 % between runs (pinned: 0.3-4.7 %), and the old rule (median of processes, whole
+     README's gate paragraph for the counts. Unpinned at 2 threads, the in-run ratios had a
+     run-to-run sd of 3-15 % (pinned: 0.3-4.7 %), and the old rule (median of processes, whole
      interval above 1.25) caught 3 of 25 injected 1.25x slowdowns.
    - A case with fewer than 5 rounds (``min_rounds``) in any of its four sample sets (pure
      Python gets 2-5) cannot fail alone: a bootstrap of 2-4 values understates the spread;

@@ -37,7 +37,7 @@ NNBENCH_CPUS = "NNBENCH_CPUS"  # comma list: the CPUs every worker process is pi
 def pin_cpus(threads: int) -> list[int]:
     """The CPUs a pinned run keeps its workers on: the last ``threads`` this process may use (the
     first is where the system's own work tends to land). Pinned to one core, a worker's in-run
-    ratio against numpy varied 0.3-4.7 % between quick runs; unpinned at 2 threads, 3-15 %
+    ratio against numpy had a run-to-run sd of 0.3-4.7 %; unpinned at 2 threads, 3-15 %
     (``bench/compare.py``, rule 4)."""
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if threads > len(usable):
