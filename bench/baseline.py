@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.results import RESULTS_FILE, RUN_FILE, append_records, read_records
+from bench.results import RUN_FILE, append_records, read_records
 
 SAME = ("threads", "cpus")  # run.json keys that must agree
 SAME_ENV = ("cpu_model", "git_commit", "malloc")  # run.json env keys that must agree
@@ -49,6 +49,9 @@ def _profile_name(meta: dict[str, Any]) -> Any:
 
 
 def _check_same(metas: list[tuple[Path, dict[str, Any]]]) -> None:
+    for run_dir, meta in metas:
+        if meta.get("injected_slowdown"):
+            raise BaselineError(f"{run_dir} is a gate-validation run (injected slowdown): not a baseline")
     (first_dir, first), *rest = metas
     for run_dir, meta in rest:
         pairs = [("profile.name", _profile_name(first), _profile_name(meta))]
@@ -57,16 +60,12 @@ def _check_same(metas: list[tuple[Path, dict[str, Any]]]) -> None:
         for key, a, b in pairs:
             if a != b:
                 raise BaselineError(f"{run_dir} differs from {first_dir} in {key}: {b!r} != {a!r}")
-        if meta.get("injected_slowdown"):
-            raise BaselineError(f"{run_dir} is a gate-validation run (injected slowdown): not a baseline")
 
 
 def merge(run_dirs: list[Path], out: Path) -> int:
     """Write the merged baseline to ``out`` (replaced if it exists); returns the speed records."""
     metas = [(d, _meta(d)) for d in run_dirs]
     _check_same(metas)
-    if metas[0][1].get("injected_slowdown"):
-        raise BaselineError(f"{run_dirs[0]} is a gate-validation run (injected slowdown): not a baseline")
     records = read_records(run_dirs[0])
     offset = 1 + max((int(r.get("process") or 0) for r in records if r["kind"] == "speed"), default=-1)
     for d in run_dirs[1:]:
@@ -83,7 +82,6 @@ def merge(run_dirs: list[Path], out: Path) -> int:
     meta = metas[0][1] | {"merged_from": [m.get("run_id", str(d)) for d, m in metas]}
     (out / RUN_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
     append_records(out, records)
-    assert (out / RESULTS_FILE).is_file()
     return sum(r["kind"] == "speed" for r in records)
 
 

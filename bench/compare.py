@@ -58,8 +58,9 @@ Gate rules (FAIL means exit 1):
    - **Every other row** (each case, the other phases' rows, the all-cases row ``phase ==
      "ALL"``) FAILS only when its whole interval lies above the threshold: ``CI_low > 1.25``
      (``--threshold``) against numpy, ``CI_low > 1.25`` (``--peak-threshold``) against the
-     GEMM. forward (2 ms for the mlp) moved 13-18 % between two real A/A runs minutes apart
-     with every process agreeing: a machine-state shift that no within-run statistic sees, so
+     GEMM. torch's forward (2 ms for the mlp), untouched, moved 13-18 % against numpy between
+     two real runs minutes apart (a plain one and one whose train_step alone was slowed) with
+     every process agreeing: a machine-state shift that no within-run statistic sees, so
      the sharper rule would fail A/A pairs there.
    - Measured on this machine kind (2 cores, 2026-11-23), quick profile (1 thread, every
      worker pinned to the last CPU, 3 processes per case), numpy + torch, torch's train_step

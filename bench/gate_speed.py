@@ -25,13 +25,14 @@ PEAK_REF = "gemm"
 @dataclass(frozen=True)
 class GateConfig:
     threshold: float = 1.25  # a slowdown the gate must rule out (ok) or establish (FAIL)
-    # Per-phase rows (``_phase_verdict``) fail from the geometric midpoint between no change and
-    # the threshold (1.118 for 1.25) once the slowdown is beyond noise; None: sqrt(threshold).
+    # The rows of ``sharp_phases`` (``_phase_verdict``) fail from the geometric midpoint between no
+    # change and the threshold (1.118 for 1.25) once the slowdown is beyond noise; None: sqrt.
     decision: float | None = None
     phase_min_processes: int = 2  # below this the process spread is assumed, not measured
-    # Phases judged by ``_phase_verdict``; the others by ``_verdict``. forward (2 ms for the mlp)
-    # moved 13-18 % between two real A/A quick runs minutes apart with every process agreeing
-    # (a machine-state shift no within-run statistic sees): judged by the phase rule it failed.
+    # Phases judged by ``_phase_verdict``; the others by ``_verdict``. torch's forward (2 ms for
+    # the mlp), untouched, moved 13-18 % against numpy between two real quick runs minutes apart
+    # (a plain one and one whose train_step alone was slowed) with every process agreeing: a
+    # machine-state shift no within-run statistic sees. Judged by the phase rule it failed.
     sharp_phases: tuple[str, ...] = ("train_step",)
     peak_threshold: float = 1.25
     ci: float = 0.99
@@ -145,9 +146,9 @@ class _Boot:
     - between processes, the replicate is multiplied by ``exp(N(0, sd^2 v(P)))``, with ``sd`` the
       implementation's pooled process-to-process spread (``process_sd``) and ``v(P)`` the
       variance of the minimum of ``P`` draws (``center`` takes the fastest process). Resampling
-      the 3 processes themselves cannot stand in
-      for this: a bootstrap of 3 values spans the slowest to the fastest, and keeping them fixed
-      (what this gate did before) left the interval blind to it: 2 of 12 real A/A pairs failed.
+      the 3 processes themselves cannot stand in for this: a bootstrap of 3 values spans the
+      slowest to the fastest, and keeping them fixed (what this gate did before) left the
+      interval blind to it: 2 of 12 real A/A pairs failed.
 
     Each set is drawn once per label, so a set shared by several cases (the numpy reference, the
     GEMM) is resampled consistently; the process term is drawn once per worker-process group
@@ -200,8 +201,8 @@ def _verdict(lo: float, hi: float, thr: float, ref: str) -> tuple[str, str]:
 
 
 def _phase_verdict(point: float, lo: float, hi: float, thr: float, decision: float, ref: str) -> tuple[str, str]:
-    """The rule of an implementation's per-phase rows (its train_step, forward, loss_and_grads
-    over models and batch sizes), where the gate must catch a ``thr`` slowdown: FAIL when the
+    """The rule of an implementation's rows of ``GateConfig.sharp_phases`` (train_step over its
+    models and batch sizes), where the gate must catch a ``thr`` slowdown: FAIL when the
     slowdown is beyond noise (``CI_low > 1``) and nearer ``thr`` than no change (``R >= decision``,
     the geometric midpoint); ok when a ``thr`` slowdown is ruled out (``CI_high <= thr``);
     otherwise inconclusive. ``_verdict`` (the whole interval above ``thr``) would catch a true
@@ -234,8 +235,8 @@ def _ref_key(key: tuple, sb: dict, sc: dict) -> tuple:
 def _aggregates(items: list[tuple]) -> list[tuple[str, list[tuple]]]:
     """The aggregate rows of one implementation: all its cases (phase ``ALL``), then each phase
     (its models and batch sizes), so that a slowdown of train_step alone is not diluted by the
-    phases it did not touch. A one-case phase gets its row too: the per-phase rows are the ones
-    judged by ``_phase_verdict``."""
+    phases it did not touch. A one-case phase gets its row too: the rows of
+    ``GateConfig.sharp_phases`` are the ones judged by ``_phase_verdict``."""
     phases = sorted({item[0] for item in items})
     return [("ALL", items)] + [(p, [i for i in items if i[0] == p]) for p in phases]
 

@@ -39,7 +39,7 @@ def pin_cpus(threads: int) -> list[int]:
     first is where the system's own work tends to land). Pinned to one core, a worker's in-run
     ratio against numpy had a run-to-run sd of 0.3-4.7 %; unpinned at 2 threads, 3-15 %
     (``bench/compare.py``, rule 4)."""
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    usable = usable_cpus()
     if threads > len(usable):
         raise ValueError(f"cannot pin {threads} threads to {len(usable)} usable CPUs")
     return usable[-threads:]
@@ -63,8 +63,13 @@ def pin_from_env() -> list[int] | None:
     return cpus
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return len(usable_cpus())
 
 
 def configured_threads() -> int:

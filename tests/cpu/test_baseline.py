@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from test_compare import light_frames, run_main, synthetic_run
 
@@ -59,7 +58,6 @@ def test_merged_baseline_outlives_a_run_whose_reference_was_slow(tmp_path):
     key = ("numpy", "mlp", "float32", "train_step", 64)
     good_sets = compare._sample_sets(light_frames(read_records(good)))
     assert len(sets[key]) == 6 and compare.center(sets[key]) == pytest.approx(compare.center(good_sets[key]))
-    assert np.isfinite(compare.center(sets[key]))
 
 
 @pytest.mark.parametrize(
