@@ -1,9 +1,10 @@
 """``python -m bench run --gate BASELINE``: the regression gate after a run, with its confirmation.
 
-The finished run is compared with the baseline (``bench.compare``). A failure that is speed only
-is re-measured before it counts: the failing implementations (and NumPy) on the failing models,
-in a second run of fresh worker processes (``<run>-confirm/``), compared again; the gate follows
-that second comparison (``bench.compare`` docstring, rule 5). The one final verdict is printed
+The finished run is compared with the baseline (``bench.compare``). A failure that is speed only,
+or a suspect (a train_step row past the decision point that its interval could not decide), is
+re-measured before it counts: those implementations (and NumPy) on their models, in a second run
+of fresh worker processes (``<run>-confirm/``), compared again with the first measurement beside
+it; the gate follows that second comparison (``bench.compare`` docstring, rule 5). The one final verdict is printed
 last, written to the run's ``gate.json`` and shown at the top of its report.
 """
 
@@ -17,22 +18,22 @@ from pathlib import Path
 
 
 def gate(ns: argparse.Namespace, run_dir: Path, rerun: Callable[[list[str]], int]) -> int:
-    """Compare with the baseline; a speed-only failure must reproduce in fresh worker
-    processes before it fails the gate. ``rerun`` is the run command (``bench.run.main``),
+    """Compare with the baseline; a speed-only failure, or a suspect, must reproduce in fresh
+    worker processes before it fails the gate. ``rerun`` is the run command (``bench.run.main``),
     given the confirmation run's arguments."""
     from bench.compare import main as compare_main
     from bench.compare import speed_only_failures
 
     print(f"\nregression gate: {ns.gate} -> {run_dir}", flush=True)
-    first = "first measurement (speed failures are re-measured before the verdict)"
+    first = "first measurement (speed failures and suspects are re-measured before the verdict)"
     rc = compare_main([ns.gate, str(run_dir), "--label", first])
-    suspects = speed_only_failures(ns.gate, str(run_dir)) if rc == 1 else None
+    suspects = speed_only_failures(ns.gate, str(run_dir)) if rc in (0, 1) else None
     if not suspects:
         return final_verdict(ns, run_dir, rc, None)
     impls = sorted(set(suspects) | {"numpy"})
     models = sorted(set().union(*suspects.values()))
     print(
-        f"\nspeed-only failure: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
+        f"\nspeed-only failure or suspect: re-measuring {', '.join(impls)} on {', '.join(models)} in fresh processes",
         flush=True,
     )
     confirm = [
@@ -46,9 +47,9 @@ def gate(ns: argparse.Namespace, run_dir: Path, rerun: Callable[[list[str]], int
         return final_verdict(ns, run_dir, 1, None)
     confirm_dir = run_dir.parent / f"{run_dir.name}-confirm" / "latest"
     rc = compare_main([ns.gate, str(confirm_dir), "--impls", ",".join(impls), "--models", ",".join(models),
-                       "--label", "confirmation"])  # fmt: skip
+                       "--first-measurement", str(run_dir), "--label", "confirmation"])  # fmt: skip
     print(f"confirmation run: {'regression reproduced' if rc else 'not reproduced (a slow process, not the code)'}; "
-          "the first measurement's failing speed rows above were re-measured", flush=True)  # fmt: skip
+          "the first measurement's failing and suspect speed rows above were re-measured", flush=True)  # fmt: skip
     return final_verdict(ns, run_dir, rc, confirm_dir.resolve())
 
 
@@ -67,6 +68,6 @@ def final_verdict(ns: argparse.Namespace, run_dir: Path, rc: int, confirm_dir: P
             write_report(run_dir)
         except Exception as e:  # the verdict stands without its report
             print(f"warning: report failed: {type(e).__name__}: {e}", file=sys.stderr)
-    how = "after re-measuring the speed failures" if confirm_dir else "no confirmation needed"
+    how = "after re-measuring the speed failures and suspects" if confirm_dir else "no confirmation needed"
     print(f"\nRESULT: {verdict} (regression gate against {ns.gate}; {how})", flush=True)
     return rc

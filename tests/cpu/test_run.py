@@ -485,6 +485,11 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
     assert rerun[rerun.index("--impls") + 1] == "numpy,torch" and rerun[rerun.index("--models") + 1] == "mlp"
     verdicts = iter([1, 1])
     assert gate_run.gate(ns, rd, run_again) == 1  # reproduced
+    confirm = calls[-1]
+    assert confirm[confirm.index("--first-measurement") + 1] == str(rd)  # a suspect reproduces against it
+    calls.clear()
+    verdicts = iter([0, 1])  # the first measurement passed with a suspect row: re-measured all the same
+    assert gate_run.gate(ns, rd, run_again) == 1 and len(calls) == 3
     monkeypatch.setattr(compare, "speed_only_failures", lambda b, c: None)
     verdicts = iter([1])
     assert gate_run.gate(ns, rd, run_again) == 1  # agreement/accuracy failures are not re-measured
