@@ -16,6 +16,7 @@ reported too), compared with the tolerance of its phase for the dtype asked, fro
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,6 +185,7 @@ def _check_passes(res, model, ref, spec, tol: Tolerance, dts, seed: int, batch: 
         raise ValueError(f"gradient names {sorted(grads)} != reference {sorted(ref_grads)}")
     for name in ref_grads:
         res.rows.append(compare_tensor(name, "grad", grads[name], ref_grads[name], tol.grad, dts))
+    _check_timed_forms(res, model, ref.forward(x), ref_loss, ref_grads, x, y, tol, dts)
     for k in range(steps):
         xk, yk = sample_batch(spec, batch, seed + 1 + k)
         got, want = model.optimizer_step(xk, yk), ref.optimizer_step(xk, yk)
@@ -192,6 +194,33 @@ def _check_passes(res, model, ref, spec, tol: Tolerance, dts, seed: int, batch: 
     ptol = tol.adam_params if spec.train.optimizer == "adam" and tol.adam_params else tol.params
     for name in ref_p:
         res.rows.append(compare_tensor(name, "params", got_p[name], ref_p[name], ptol, dts))
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)  # CuPy refuses np.asarray
+
+
+def _norm(a: Any) -> float:
+    """Frobenius norm, exactly rounded (``math.fsum``): the same in any layout, bit for bit."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return math.sqrt(math.fsum(a * a))
+
+
+def _check_timed_forms(res, model, ref_probs, ref_loss, ref_grads: dict, x, y, tol: Tolerance, dts) -> None:
+    """What the harness times for forward and loss_and_grads (``device_forward``,
+    ``device_loss_and_grads`` on ``to_device`` batches) against the reference too: the probs,
+    the loss, and the gradients' Frobenius norms, sorted (the device form keeps the backend's
+    own names and layouts, so this is the layout-free check: one wrong or missing gradient
+    changes the list)."""
+    xd, yd = model.to_device(x), model.to_device(y)
+    res.rows.append(compare_tensor("probs (timed)", "forward", _host(model.device_forward(xd)), ref_probs,
+                                   tol.forward, dts))  # fmt: skip
+    loss, grads = model.device_loss_and_grads(xd, yd)
+    res.rows.append(compare_tensor("loss (timed)", "loss", np.float64(float(_host(loss))), ref_loss, tol.loss,
+                                   ("float64",)))  # fmt: skip
+    got = sorted(_norm(_host(g)) for g in (grads.values() if isinstance(grads, dict) else grads))
+    want = sorted(_norm(g) for g in ref_grads.values())
+    res.rows.append(compare_tensor("grad norms (timed)", "grad", np.array(got), np.array(want), tol.grad, ("float64",)))
 
 
 def _check_activations(res, model, ref, x, tol: Tolerance, dts) -> int | None:

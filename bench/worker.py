@@ -173,14 +173,17 @@ class Case:
         return x, y
 
     def phase_fns(self, x: Any, y: Any) -> dict[str, Any]:
-        """The timed callables; ``sync()`` inside each, device inputs prepared outside."""
+        """The timed callables; ``sync()`` inside each, device inputs prepared outside. forward
+        and loss_and_grads run their device forms (``Model.device_forward``,
+        ``device_loss_and_grads``): no host copy or layout change in the timed region, in any
+        backend (``sgd_step``, a host-contract call, is the exception and says so by name)."""
         m = self.model
         xd, yd = m.to_device(x), m.to_device(y)
         m.sync()
         lr = self.spec.train.lr
         fns = {
-            "forward": lambda: (m.forward(x), m.sync()),
-            "loss_and_grads": lambda: (m.loss_and_grads(x, y), m.sync()),
+            "forward": lambda: (m.device_forward(xd), m.sync()),
+            "loss_and_grads": lambda: (m.device_loss_and_grads(xd, yd), m.sync()),
             "train_step": lambda: (m.train_step(xd, yd), m.sync()),
             "sgd_step": lambda: (m.sgd_step(x, y, lr), m.sync()),
         }

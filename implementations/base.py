@@ -70,6 +70,20 @@ class Model(abc.ABC):
         """Move/convert a host batch (images or labels) to what ``train_step`` takes."""
         return x
 
+    def device_forward(self, x: Any) -> Any:
+        """``forward`` on a batch already through ``to_device``, the probabilities left where and
+        how the backend keeps them (no host copy, no layout change): the forward phase the
+        harness times, so that every backend's timed region holds the computation alone.
+        ``np.asarray`` of the result is ``forward``'s output."""
+        raise NotImplementedError(f"{type(self).__name__} has no device_forward")
+
+    def device_loss_and_grads(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """``loss_and_grads`` on ``to_device`` batches: ``(loss, gradients)`` in the backend's own
+        place and layout (a dict or a sequence of arrays; no host copy, no canonical names or
+        layouts), dropout off: the loss_and_grads phase the harness times. ``float(loss)`` is
+        ``loss_and_grads``' loss, and the gradients are its gradients, each possibly transposed."""
+        raise NotImplementedError(f"{type(self).__name__} has no device_loss_and_grads")
+
     def sync(self) -> None:  # noqa: B027 - deliberately a no-op default, not abstract
         """Wait for queued device work (no-op on CPU backends)."""
 

@@ -233,6 +233,13 @@ class JaxModel(Model):
     def to_device(self, x: np.ndarray):
         return self._in(x)
 
+    def device_forward(self, x):
+        # jax dispatches asynchronously and ``sync`` waits for the weights only: wait for the result
+        return jax.block_until_ready(self._probs(self.w, x))
+
+    def device_loss_and_grads(self, x, y):
+        return jax.block_until_ready(self._value_and_grad(self.w, x, y))
+
     def train_step(self, x, y) -> None:
         """One jitted call: forward with dropout + loss, ``value_and_grad``, the spec's
         optimizer; the dropout key is split inside and the next one returned."""

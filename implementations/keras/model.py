@@ -209,6 +209,12 @@ class KerasModel(Model):
     def forward(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._fwd(self.to_device(x)))
 
+    def device_forward(self, x: Any) -> Any:
+        return self._fwd(x)  # the tf.function graph; a TF tensor
+
+    def device_loss_and_grads(self, x: Any, y: Any) -> tuple[Any, list[Any]]:
+        return self._loss_grads_graph(x, y)  # TF tensors, Keras layouts (HWIO kernels)
+
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         """Every layer's output in canonical layout: 4-D NHWC -> NCHW, and the flattened
         features from ``flatten`` up to the next dense put back in NCHW order."""

@@ -209,6 +209,12 @@ class NumbaModel(Model):
         out, _, _ = self._forward(self.to_device(x), False)
         return out
 
+    def device_forward(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)[0]
+
+    def device_loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        return self._step(x, y, False, None)  # gradients in the internal layout
+
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         record: list = []
         self._forward(self.to_device(x), False, fuse=False, record=record)

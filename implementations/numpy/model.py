@@ -196,6 +196,12 @@ class XpModel(Model):
     def to_device(self, x: np.ndarray):
         return self._to_internal(x)
 
+    def device_forward(self, x):
+        return self._forward(x, train=False)[0]  # (N, classes) on xp
+
+    def device_loss_and_grads(self, x, y):
+        return self._step(x, y, False, None)  # gradients in the internal layout (HWIO kernels)
+
     def optimizer_step(self, x: np.ndarray, y: np.ndarray) -> float:
         if self.adam is None:
             return self.sgd_step(x, y, self.spec.train.lr)

@@ -205,6 +205,12 @@ class PurePythonModel(Model):
         out, _ = self._forward(self.to_device(x), False)
         return np.array(out, dtype=np.float64)
 
+    def device_forward(self, x: list) -> list:
+        return self._forward(x, False)[0]  # lists of per-sample lists
+
+    def device_loss_and_grads(self, x: list, y: list) -> tuple[float, dict]:
+        return self._step(x, y, False, None)  # flat lists in the internal (HWC) order
+
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         h, outs = self.to_device(x), []
         for i in range(len(self.layers)):

@@ -173,6 +173,19 @@ class TorchModel(Model):
             out = self._timed("forward", self._fwd, self._tensor(x))
         return self._probs(out).cpu().numpy()
 
+    def device_forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._set_train(False)
+        with torch.no_grad():
+            return self._probs(self._timed("forward", self._fwd, x))
+
+    def device_loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As ``_grads``, without its ``float(loss)`` (a host read) and the canonical copies."""
+        self._set_train(False)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self._timed("eval", self._fwd_loss, x, y)
+        loss.backward()
+        return loss.detach(), [p.grad for p in self.net.parameters()]
+
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         """Every layer's output, eager (the compiled graph has no per-layer outputs)."""
         self._set_train(False)

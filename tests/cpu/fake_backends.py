@@ -69,6 +69,17 @@ def build(spec, params, dtype):
         model.loss_and_grads = loss_and_grads
     if kind == "torch_adam_epsilon":  # Adam with epsilon placed the PyTorch way
         model.adam = TorchEpsilonAdam(spec.train)
+    if kind == "timed_forward_off":  # the host contract is right, what the harness times is not
+        orig4 = model.device_forward
+        model.device_forward = lambda x: orig4(x) * 1.001
+    if kind == "timed_grad_dropped":  # the timed loss_and_grads drops one gradient
+        orig5 = model.device_loss_and_grads
+
+        def device_loss_and_grads(x, y):
+            loss, g = orig5(x, y)
+            return loss, dict(sorted(g.items())[1:])
+
+        model.device_loss_and_grads = device_loss_and_grads
     if kind == "float16_out":
         orig3 = model.forward
         model.forward = lambda x: orig3(x).astype(np.float16)

@@ -23,7 +23,10 @@ def test_numpy_agrees_with_itself(name, dtype):
     assert res.passed, res.format(verbose=True)
     phases = {r["phase"] for r in res.rows}
     assert phases == {"activation", "forward", "loss", "grad", "params"}
-    assert len([r for r in res.rows if r["phase"] == "grad"]) == len(preset(name).param_shapes())
+    host = [r for r in res.rows if r["phase"] == "grad" and "(timed)" not in r["tensor"]]
+    assert len(host) == len(preset(name).param_shapes())
+    timed = {r["tensor"] for r in res.rows if "(timed)" in r["tensor"]}
+    assert timed == {"probs (timed)", "loss (timed)", "grad norms (timed)"}
     if dtype == "float32":  # float32 really is float32: errors are non-zero, within tolerance
         assert 0 < res.worst()["grad"] <= TOLERANCES["float32"].grad
     else:  # the reference against itself: deterministic, so bit-identical (a non-zero error is a bug)
@@ -52,6 +55,20 @@ def test_shape_and_dtype_are_checked_before_values(fake):
     fake["kind"] = "float16_out"
     res = check("fake", "tiny-mlp", "float64")
     assert any("dtype float16" in r.get("detail", "") for r in res.failures())
+
+
+@pytest.mark.parametrize(("kind", "tensor"), [("timed_forward_off", "probs (timed)"),
+                                              ("timed_grad_dropped", "grad norms (timed)")])  # fmt: skip
+def test_what_the_harness_times_is_checked_too(fake, kind, tensor):
+    """forward and loss_and_grads are timed in their device forms (``device_forward``,
+    ``device_loss_and_grads``); a backend whose host contract agrees but whose timed form is
+    off (0.1 % on the probs) or drops a gradient fails on that row alone. Positive control:
+    the unbroken fake's timed rows pass (``test_numpy_agrees_with_itself`` for numpy itself)."""
+    fake["kind"] = kind
+    res = check("fake", "tiny-mlp", "float64")
+    assert not res.passed and {r["tensor"] for r in res.failures()} == {tensor}
+    fake["kind"] = "none"
+    assert check("fake", "tiny-mlp", "float64").passed
 
 
 def test_not_implemented_is_reported_not_raised(fake):
