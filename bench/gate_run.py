@@ -4,8 +4,8 @@ The finished run is compared with the baseline (``bench.compare``). A failure th
 or a suspect (a train_step row past the decision point that its interval could not decide), is
 re-measured before it counts: those implementations (and NumPy) on their models, in a second run
 of fresh worker processes (``<run>-confirm/``), compared again with the first measurement beside
-it; the gate follows that second comparison (``bench.compare`` docstring, rule 5). The one final verdict is printed
-last, written to the run's ``gate.json`` and shown at the top of its report.
+it; the gate follows that second comparison (``bench.compare`` docstring, rule 5). The one final
+verdict is printed last, written to the run's ``gate.json`` and shown at the top of its report.
 """
 
 from __future__ import annotations
