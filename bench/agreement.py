@@ -26,6 +26,7 @@ import numpy as np
 import implementations
 from bench.params import init_params
 from bench.spec import ModelSpec, resolve
+from implementations.base import to_host
 
 
 @dataclass(frozen=True)
@@ -196,10 +197,6 @@ def _check_passes(res, model, ref, spec, tol: Tolerance, dts, seed: int, batch: 
         res.rows.append(compare_tensor(name, "params", got_p[name], ref_p[name], ptol, dts))
 
 
-def _host(a: Any) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)  # CuPy refuses np.asarray
-
-
 def _norm(a: Any) -> float:
     """Frobenius norm, exactly rounded (``math.fsum``): the same in any layout, bit for bit."""
     a = np.asarray(a, dtype=np.float64).ravel()
@@ -213,12 +210,12 @@ def _check_timed_forms(res, model, ref_probs, ref_loss, ref_grads: dict, x, y, t
     own names and layouts, so this is the layout-free check: one wrong or missing gradient
     changes the list)."""
     xd, yd = model.to_device(x), model.to_device(y)
-    res.rows.append(compare_tensor("probs (timed)", "forward", _host(model.device_forward(xd)), ref_probs,
+    res.rows.append(compare_tensor("probs (timed)", "forward", to_host(model.device_forward(xd)), ref_probs,
                                    tol.forward, dts))  # fmt: skip
     loss, grads = model.device_loss_and_grads(xd, yd)
-    res.rows.append(compare_tensor("loss (timed)", "loss", np.float64(float(_host(loss))), ref_loss, tol.loss,
+    res.rows.append(compare_tensor("loss (timed)", "loss", np.float64(float(to_host(loss))), ref_loss, tol.loss,
                                    ("float64",)))  # fmt: skip
-    got = sorted(_norm(_host(g)) for g in (grads.values() if isinstance(grads, dict) else grads))
+    got = sorted(_norm(to_host(g)) for g in (grads.values() if isinstance(grads, dict) else grads))
     want = sorted(_norm(g) for g in ref_grads.values())
     res.rows.append(compare_tensor("grad norms (timed)", "grad", np.array(got), np.array(want), tol.grad, ("float64",)))
 

@@ -93,6 +93,11 @@ class Model(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not expose activations")
 
 
+def to_host(a: Any) -> np.ndarray:
+    """A backend's array on the host: CuPy's ``.get()`` (it refuses ``np.asarray``), else ``np.asarray``."""
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
 def build_seeded(module: Any, spec: ModelSpec, params: dict, dtype: str, seed: int) -> tuple[Model, int | None]:
     """``module.build`` with its dropout seeded: ``(model, seed)``, or ``(model, None)`` for a
     backend whose ``build`` takes no ``seed`` (built as it is, its masks not seeded by us)."""

@@ -198,7 +198,7 @@ class JaxModel(Model):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.array(self._probs(self.w, self._in(x)))
+        return np.array(self.device_forward(self._in(x)))
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         outs = [np.array(a) for a in self._acts(self.w, self._in(x))]

@@ -207,7 +207,7 @@ class KerasModel(Model):
         self._train(x, y)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._fwd(self.to_device(x)))
+        return np.asarray(self.device_forward(self.to_device(x)))
 
     def device_forward(self, x: Any) -> Any:
         return self._fwd(x)  # the tf.function graph; a TF tensor
@@ -235,7 +235,7 @@ class KerasModel(Model):
         return outs
 
     def _loss_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, list[Any]]:
-        return self._loss_grads_graph(self.to_device(x), self.to_device(y))
+        return self.device_loss_and_grads(self.to_device(x), self.to_device(y))
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss, grads = self._loss_grads(x, y)

@@ -206,8 +206,7 @@ class NumbaModel(Model):
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, _, _ = self._forward(self.to_device(x), False)
-        return out
+        return self.device_forward(self.to_device(x))
 
     def device_forward(self, x: np.ndarray) -> np.ndarray:
         return self._forward(x, False)[0]
@@ -221,7 +220,7 @@ class NumbaModel(Model):
         return [np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a.copy() for a in record]
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        loss, grads = self._step(self.to_device(x), self.to_device(y), False, None)
+        loss, grads = self.device_loss_and_grads(self.to_device(x), self.to_device(y))
         return float(loss), {k: self._canonical(k, g) for k, g in sorted(grads.items())}
 
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:

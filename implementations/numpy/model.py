@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.params import check_params
 from bench.spec import ModelSpec
-from implementations.base import Model, check_supported
+from implementations.base import Model, check_supported, to_host
 from implementations.optim import make_adam
 
 from . import cnn, mlp
@@ -163,8 +163,7 @@ class XpModel(Model):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, _, _ = self._forward(self._to_internal(x), train=False)
-        return self._host(out)
+        return self._host(self.device_forward(self._to_internal(x)))
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         outs = []
@@ -180,10 +179,10 @@ class XpModel(Model):
         return np.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a
 
     def _host(self, a) -> np.ndarray:
-        return a.get() if hasattr(a, "get") else np.asarray(a)
+        return to_host(a)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        loss, grads = self._step(self._to_internal(x), self.xp.asarray(y, dtype=self.dtype), False, None)
+        loss, grads = self.device_loss_and_grads(self._to_internal(x), self._to_internal(y))
         return float(loss), {k: self._param_out(k, g) for k, g in sorted(grads.items())}
 
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:

@@ -202,8 +202,7 @@ class PurePythonModel(Model):
         return a.reshape(a.shape[0], -1).tolist()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, _ = self._forward(self.to_device(x), False)
-        return np.array(out, dtype=np.float64)
+        return np.array(self.device_forward(self.to_device(x)), dtype=np.float64)
 
     def device_forward(self, x: list) -> list:
         return self._forward(x, False)[0]  # lists of per-sample lists
@@ -219,7 +218,7 @@ class PurePythonModel(Model):
         return outs
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        loss, grads = self._step(self.to_device(x), self.to_device(y), False, None)
+        loss, grads = self.device_loss_and_grads(self.to_device(x), self.to_device(y))
         return float(loss), {k: self._canonical(int(k.split(".")[0]), k, g) for k, g in sorted(grads.items())}
 
     def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:

@@ -168,10 +168,7 @@ class TorchModel(Model):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._set_train(False)
-        with torch.no_grad():
-            out = self._timed("forward", self._fwd, self._tensor(x))
-        return self._probs(out).cpu().numpy()
+        return self.device_forward(self._tensor(x)).cpu().numpy()
 
     def device_forward(self, x: torch.Tensor) -> torch.Tensor:
         self._set_train(False)
@@ -179,7 +176,8 @@ class TorchModel(Model):
             return self._probs(self._timed("forward", self._fwd, x))
 
     def device_loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """As ``_grads``, without its ``float(loss)`` (a host read) and the canonical copies."""
+        """Dropout off; the gradients stay in ``.grad`` too (``_grads`` reads the loss on the host,
+        ``loss_and_grads`` makes the canonical copies)."""
         self._set_train(False)
         self.opt.zero_grad(set_to_none=True)
         loss = self._timed("eval", self._fwd_loss, x, y)
@@ -200,11 +198,8 @@ class TorchModel(Model):
 
     def _grads(self, x: np.ndarray, y: np.ndarray) -> float:
         """Dropout off; leaves the gradients in ``.grad``; returns the loss."""
-        self._set_train(False)
-        self.opt.zero_grad(set_to_none=True)
-        loss = self._timed("eval", self._fwd_loss, self._tensor(x), self._tensor(y))
-        loss.backward()
-        return float(loss.detach())
+        loss, _ = self.device_loss_and_grads(self._tensor(x), self._tensor(y))
+        return float(loss)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
         loss = self._grads(x, y)

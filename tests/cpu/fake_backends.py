@@ -71,9 +71,16 @@ def build(spec, params, dtype):
         model.adam = TorchEpsilonAdam(spec.train)
     if kind == "timed_forward_off":  # the host contract is right, what the harness times is not
         orig4 = model.device_forward
+        model.forward = lambda x: model._host(orig4(model._to_internal(x)))  # XpModel.forward, unbroken
         model.device_forward = lambda x: orig4(x) * 1.001
     if kind == "timed_grad_dropped":  # the timed loss_and_grads drops one gradient
         orig5 = model.device_loss_and_grads
+
+        def loss_and_grads(x, y):  # XpModel.loss_and_grads, on the unbroken device form
+            loss, g = orig5(model._to_internal(x), model._to_internal(y))
+            return float(loss), {k: model._param_out(k, v) for k, v in sorted(g.items())}
+
+        model.loss_and_grads = loss_and_grads
 
         def device_loss_and_grads(x, y):
             loss, g = orig5(x, y)
