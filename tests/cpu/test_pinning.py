@@ -61,7 +61,9 @@ def test_quick_runs_one_pinned_thread_whatever_nnbench_threads_says(tmp_path, mo
     meta = json.loads((run.create_run(_ns(tmp_path / "b", no_pin=True)) / RUN_FILE).read_text())
     assert meta["cpus"] is None
     meta = json.loads((run.create_run(_ns(tmp_path / "c", profile="standard")) / RUN_FILE).read_text())
-    assert meta["cpus"] is None and meta["threads"] == 2  # negative control: standard is not pinned
+    assert meta["threads"] == 1 and meta["cpus"] == [LAST]  # the committed report's profile pins too
+    meta = json.loads((run.create_run(_ns(tmp_path / "d", profile="full")) / RUN_FILE).read_text())
+    assert meta["cpus"] is None and meta["threads"] == 2  # negative control: full is not pinned
     assert "MALLOC_MMAP_THRESHOLD_=" in meta["env"]["malloc"]
 
 
