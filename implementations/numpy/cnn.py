@@ -48,7 +48,8 @@ def im2col(x, k: int, padding: str):
 
 
 def col2im(dcols, x_shape, k: int, padding: str):
-    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back to (N, H, W, C)."""
+    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back to (N, H, W, C). (The NumPy
+    model's backward uses ``input_grad``; this is the CuPy kernels' twin.)"""
     xp = array_module(dcols)
     n, h, w, c = x_shape
     p = k // 2 if padding == "same" else 0
@@ -61,10 +62,28 @@ def col2im(dcols, x_shape, k: int, padding: str):
     return dxpad[:, p : p + h, p : p + w, :] if p else dxpad
 
 
+def input_grad(dy2, wm, x_shape, k: int, padding: str):
+    """dx (N, H, W, C) of a convolution from dy2 (N*Ho*Wo, O): col2im fused into one GEMM per
+    kernel offset, ``dxpad[:, i:i+Ho, j:j+Wo] += dy2 @ W[:, (i, j), :]``, each product a
+    contiguous (N*Ho*Wo, C) block, so the (N*Ho*Wo, k*k*C) matrix of the plain adjoint is never
+    formed nor read back strided (5.0 -> 3.7 ms on the cnn's second conv at batch 50)."""
+    xp = array_module(dy2)
+    n, h, w, c = x_shape
+    p = k // 2 if padding == "same" else 0
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    wk = wm.reshape(wm.shape[0], k * k, c)  # (O, k*k, C): offset (i, j) is wk[:, i*k + j]
+    dxpad = xp.zeros((n, h + 2 * p, w + 2 * p, c), dtype=dy2.dtype)
+    for i in range(k):
+        for j in range(k):
+            dxpad[:, i : i + ho, j : j + wo, :] += (dy2 @ wk[:, i * k + j, :]).reshape(n, ho, wo, c)
+    return dxpad[:, p : p + h, p : p + w, :] if p else dxpad
+
+
 def conv_forward(x, wm, b, k: int, padding: str):
     """(N, H, W, C) -> (N, Ho, Wo, O); returns (out, cols) with cols kept for backward."""
     cols, (n, ho, wo) = im2col(x, k, padding)
-    out = cols @ wm.T + b  # (N*Ho*Wo, O)
+    out = cols @ wm.T  # (N*Ho*Wo, O)
+    out += b  # in place: no second (N*Ho*Wo, O) array
     return out.reshape(n, ho, wo, -1), cols
 
 
@@ -74,7 +93,7 @@ def conv_backward(cols, x_shape, wm, dy, k: int, padding: str, need_dx: bool = T
     dy2 = dy.reshape(-1, o)  # (N*Ho*Wo, O)
     dwm = dy2.T @ cols
     db = dy2.sum(axis=0)
-    dx = col2im(dy2 @ wm, x_shape, k, padding) if need_dx else None
+    dx = input_grad(dy2, wm, x_shape, k, padding) if need_dx else None
     return dx, dwm, db
 
 
@@ -91,14 +110,26 @@ def _cell(x, k: int, ho: int, wo: int):
 def maxpool_forward(x):
     """2x2, stride 2, floor: (N, H, W, C) -> (N, H//2, W//2, C) and the argmax (0..3, int8)
     of each window, from four strided views (no window tensor is materialised). The first
-    maximum in row-major window order wins (as in PyTorch); a NaN wins, as in ``np.argmax``."""
+    maximum in row-major window order wins (as in PyTorch); a NaN wins, as in ``np.argmax``.
+
+    The argmax is bit arithmetic on three comparisons, not a search: within each row the right
+    cell wins only when strictly greater, and the bottom row only when its maximum is strictly
+    greater than the top row's, so ties go to the earlier cell; ``arg = 2 * bottom + right``
+    of the winning row. (Three ``copyto(where=cell == out)`` passes took 4.2 of 5.0 ms on the
+    cnn's first pool at batch 50; this takes 1.1 ms in all.) NaN windows are redone exactly below."""
     xp = array_module(x)
     ho, wo = x.shape[1] // 2, x.shape[2] // 2
-    cells = [_cell(x, k, ho, wo) for k in range(4)]
-    out = xp.maximum(xp.maximum(cells[0], cells[1]), xp.maximum(cells[2], cells[3]))  # NaN propagates
-    arg = xp.full(out.shape, 3, dtype=xp.int8)
-    for k in (2, 1, 0):  # descending, so the first matching cell is written last
-        xp.copyto(arg, k, where=cells[k] == out)
+    cells = [_cell(x, k, ho, wo) for k in range(4)]  # each (N, Ho, Wo, C), strided
+    top, bottom = xp.maximum(cells[0], cells[1]), xp.maximum(cells[2], cells[3])
+    out = xp.maximum(top, bottom)  # NaN propagates
+    right_top, right = xp.greater(cells[1], cells[0]), xp.greater(cells[3], cells[2])  # bool
+    low = xp.greater(bottom, top)
+    xp.bitwise_xor(right_top, right, out=right)
+    right &= low
+    right ^= right_top  # the winning row's "right cell wins" bit
+    arg = low.view(xp.int8)
+    arg += arg
+    arg |= right.view(xp.int8)
     nan = xp.isnan(out)
     if nan.any():  # rare: the first NaN cell of the window is its argmax
         arg[nan] = xp.stack([xp.isnan(c) for c in cells], axis=-1)[nan].argmax(axis=-1)

@@ -19,3 +19,4 @@ def test_cli(capsys, monkeypatch):
     assert layer_timing.main(argv) == 0
     out = capsys.readouterr().out
     assert "numpy tiny-cnn batch 2 float32: train_step" in out and "load average" in out
+    assert "MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=134217728 (as in the workers)" in out

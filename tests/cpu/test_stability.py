@@ -58,6 +58,17 @@ def test_each_damage_is_flagged_with_its_reason(kw, reason):
     assert not row["stable"] and reason in row["flags"], row["flags"]
 
 
+def test_one_slow_process_of_five_is_not_a_shaky_figure():
+    """Positive control: the median of five process medians does not move when one disturbed
+    process is left out; two of five do move it (negative control), as does one of three."""
+    one = stability.case_table(pd.DataFrame(speed_rows(medians=(0.010, 0.010, 0.0101, 0.0102, 0.015))), 2, 5)
+    assert one.iloc[0]["stable"] and one.iloc[0]["process_spread"] == pytest.approx(1.5), one.iloc[0]["flags"]
+    two = stability.case_table(pd.DataFrame(speed_rows(medians=(0.010, 0.010, 0.0101, 0.015, 0.015))), 2, 5)
+    assert not two.iloc[0]["stable"] and "leaving one out moves the median 1.25x" in two.iloc[0]["flags"]
+    three = flags(medians=(0.010, 0.010, 0.015))
+    assert not three["stable"] and three["median_moves"] == pytest.approx(1.25)
+
+
 def test_median_of_process_medians_ignores_one_slow_process():
     row = flags(medians=(0.010, 0.017, 0.011))
     assert row["median_s"] == pytest.approx(0.011)
