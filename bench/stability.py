@@ -8,12 +8,13 @@ judges the fastest process instead: ``bench.compare.center``). A case is flagged
   process medians by more than ``LOO_LIMIT`` (max / min of those leave-one-out medians, column
   ``median_moves``). ``process_spread`` (max / min of the process medians) is shown beside it.
   Why not flag on ``process_spread`` itself: on this machine the noise is one-sided (a
-  disturbed process is slower, never faster), so max / min grows with P: with 3 processes it
-  flagged 23 % of the train_step cases of 40 real quick runs, and with 5 nearly every
-  standard run would be flagged, though more processes make the median *more* trustworthy.
-  The leave-one-out range shrinks as P grows and ignores one slow process out of five,
-  yet flags two out of five (then the median sits between the modes). For normal noise
-  1.05 on it is about as strict as 1.15 on max / min at P = 3 (both near sd 6 %);
+  disturbed process is slower, never faster), and max / min grows with P: with 3 processes it
+  flagged 23 % of the train_step cases of 40 real quick runs, and 8 and 11 of 33 in the two
+  standard runs of 2026-11-24 (5 and 7 processes), though more processes make the median
+  *more* trustworthy. The leave-one-out range shrinks as P grows and ignores one slow process
+  out of five, yet flags two out of five (then the median sits between the modes). Simulated
+  with normal process noise of sd 6 %, max / min > 1.15 flags 23 / 46 / 64 % of cases at
+  P = 3 / 5 / 7 and this rule 48 / 14 / 3 %: stricter than the old one at P = 3, looser at 5+;
 - the rounds within a process vary: the median over processes of the rounds' robust
   coefficient of variation (interquartile range / median, blind to the odd outlier round)
   exceeds ``CV_LIMIT``;

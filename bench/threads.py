@@ -35,7 +35,7 @@ _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}  # glibc
 def apply_malloc_here() -> str:
     """The workers' malloc settings in this running process (glibc reads ``MALLOC_ENV`` only at
     start; ``mallopt`` sets the same values now), for tools that time in-process such as
-    ``bench layers``: without them its NumPy cnn step took 53 ms against 36 ms in a worker.
+    ``bench layers``: without them its NumPy cnn step took 49-54 ms, with them 36 ms (2 threads).
     Returns what it did, for the tool to print."""
     import ctypes
     import ctypes.util
