@@ -5,10 +5,11 @@ from bench.__main__ import COMMANDS
 
 
 def test_breakdown_names_the_fused_numba_kernels():
-    rows = layer_timing.breakdown("numba", "tiny-cnn", batch=2, dtype="float32", steps=1, top=50)
+    rows = layer_timing.breakdown("numba", "cnn", batch=2, dtype="float32", steps=1, top=50)
     assert rows[0][0].startswith("step") and rows[0][1] > 0
     labels = " ".join(r[0] for r in rows)
-    for name in ("gemm_forward", "gemm_weight_grad", "bias_relu_pool", "pool_relu_grad_bias"):
+    blocks = ("gemm_forward", "gemm_weight_grad", "gemm_input_grad", "bias_relu_pool", "pool_relu_grad_bias")
+    for name in (*blocks, "conv3x3_bias_relu_pool", "relu_pool_conv3x3_weight_grad"):  # conv2-3, then conv1
         assert name in labels
 
 

@@ -1,6 +1,7 @@
 """numba: the fused conv + relu + 2x2 pool block against the general (unfused) path of the
 same backend, on odd geometries (valid padding, 5x5 kernels, odd sizes with floored pool
-rows, 2 input channels); buffer reuse across batch sizes; a negative control."""
+rows, 2 input channels); the direct 3x3 one-channel kernels against the im2col block; buffer
+reuse across batch sizes; negative controls."""
 
 import numba  # noqa: F401 - a required dependency of the test env
 import numpy as np
@@ -42,7 +43,16 @@ def _spec(channels: int, size: int, kernel: int, padding: str) -> ModelSpec:
     )
 
 
-GEOMETRIES = [(1, 12, 3, "same"), (2, 11, 3, "same"), (1, 13, 5, "valid"), (2, 9, 5, "same"), (1, 10, 3, "valid")]
+GEOMETRIES = [
+    (1, 12, 3, "same"),
+    (2, 11, 3, "same"),
+    (1, 13, 5, "valid"),
+    (2, 9, 5, "same"),
+    (1, 10, 3, "valid"),
+    (1, 11, 3, "same"),  # the direct 3x3 kernels with a floored pool row and column
+    (1, 9, 3, "valid"),
+]
+DIRECT = [g for g in GEOMETRIES if g[0] == 1 and g[2] == 3]  # one channel, 3x3: the first block runs direct
 
 
 def _grads(spec, dtype, batch=3, seed=0):
@@ -94,3 +104,56 @@ def test_negative_control_wrong_routing_in_the_fused_backward_fails(monkeypatch)
     )
     _, bad = _grads(spec, "float64")
     assert max(rel_err(bad[k], good[k]) for k in good) > 1e-3
+
+
+def _im2col_only(monkeypatch):
+    monkeypatch.setattr(conv_pool, "direct", lambda layer, x_shape, need_dx: False)
+
+
+def test_the_direct_kernels_serve_exactly_one_channel_3x3_first_layers(monkeypatch):
+    calls = []
+    orig = conv_pool.conv3x3_bias_relu_pool
+    monkeypatch.setattr(conv_pool, "conv3x3_bias_relu_pool", lambda *a: (calls.append(a[0].shape), orig(*a))[1])
+    for geom in GEOMETRIES:
+        calls.clear()
+        _grads(_spec(*geom), "float64")
+        assert len(calls) == (1 if geom in DIRECT else 0), geom  # never the second block (it needs dx)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("geom", DIRECT, ids=lambda g: "-".join(map(str, g)))
+def test_direct_block_matches_the_im2col_block(geom, dtype, monkeypatch):
+    spec = _spec(*geom)
+    loss, grads = _grads(spec, dtype)
+    _im2col_only(monkeypatch)
+    loss_ref, grads_ref = _grads(spec, dtype)
+    tol = 1e-12 if dtype == "float64" else 1e-5  # float32: a 9-tap sum and a 4-cell reduction reordered
+    assert abs(loss - loss_ref) <= tol * abs(loss_ref)
+    for k in grads:
+        assert rel_err(grads[k], grads_ref[k]) <= tol, (k, rel_err(grads[k], grads_ref[k]))
+
+
+def test_negative_control_a_transposed_patch_in_the_direct_weight_gradient_fails(monkeypatch):
+    """Reading the input patch transposed (rows for columns) must break the comparison."""
+    spec = _spec(1, 12, 3, "same")
+    _, good = _grads(spec, "float64")
+    orig = conv_pool.relu_pool_conv3x3_weight_grad
+    monkeypatch.setattr(
+        conv_pool,
+        "relu_pool_conv3x3_weight_grad",
+        lambda x, *a: orig(np.ascontiguousarray(x.transpose(0, 2, 1, 3)), *a),
+    )
+    _, bad = _grads(spec, "float64")
+    assert rel_err(bad["0.W"], good["0.W"]) > 1e-3
+    assert rel_err(bad["0.b"], good["0.b"]) <= 1e-12  # the bias gradient does not read the patch
+
+
+def test_the_direct_forward_keeps_the_first_of_tied_cells():
+    """The direct kernel keeps the first maximum of a tied window; the last-maximum rule
+    differs on a zero input (every cell ties at relu(b) = b for b > 0)."""
+    x = np.zeros((1, 4, 4, 1))
+    wt, b = np.ones((9, 2)), np.array([0.5, -0.5])
+    out, arg = np.empty((1, 2, 2, 2)), np.empty((1, 2, 2, 2), dtype=np.int8)
+    conv_pool.conv3x3_bias_relu_pool(x, wt, b, 1, out, arg)
+    assert np.array_equal(out[..., 0], np.full((1, 2, 2), 0.5)) and np.array_equal(out[..., 1], np.zeros((1, 2, 2)))
+    assert (arg == 0).all()  # the first cell, not 3 (last) for either channel
