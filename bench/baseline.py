@@ -28,7 +28,7 @@ from typing import Any
 from bench.results import RUN_FILE, append_records, read_records
 
 SAME = ("threads", "cpus")  # run.json keys that must agree
-SAME_ENV = ("cpu_model", "git_commit", "malloc")  # run.json env keys that must agree
+SAME_ENV = ("cpu_model", "git_commit", "malloc", "blas_wait")  # run.json env keys that must agree
 MERGED_KINDS = ("speed", "peak")
 
 

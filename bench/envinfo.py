@@ -92,6 +92,14 @@ def malloc_settings() -> str:
     return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in MALLOC_ENV.items())
 
 
+def blas_wait_settings() -> str:
+    """How long OpenBLAS's idle workers spin: ``bench.threads.BLAS_WAIT_ENV`` (``bench.spawn`` sets
+    it), or the caller's own value."""
+    from bench.threads import BLAS_WAIT_ENV
+
+    return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in BLAS_WAIT_ENV.items())
+
+
 def collect(threads: int | None = None) -> dict[str, Any]:
     """Flat dict of environment columns (strings and ints only, so it joins onto a DataFrame)."""
     import numpy  # noqa: F401  # loads the BLAS, so threadpoolctl can name it
@@ -113,6 +121,7 @@ def collect(threads: int | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "python_executable": sys.executable,
         "malloc": malloc_settings(),
+        "blas_wait": blas_wait_settings(),
     }
     info.update({f"version_{k}": v for k, v in versions.items()})
     return info

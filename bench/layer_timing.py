@@ -18,7 +18,7 @@ import pstats
 import time
 from typing import Any
 
-from bench.threads import apply_malloc_here, apply_threads, configured_threads
+from bench.threads import apply_blas_wait_here, apply_malloc_here, apply_threads, configured_threads
 
 
 def _build(impl: str, model: str, batch: int, dtype: str) -> tuple[Any, Any]:
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="0: the harness default")
     args = ap.parse_args(argv)
     apply_threads(args.threads or configured_threads())  # before NumPy or a framework is imported
+    print(apply_blas_wait_here())
     print(apply_malloc_here())  # the workers' allocator: the breakdown matches what the run times
     for impl in args.impls.split(","):
         rows = breakdown(impl, args.model, args.batch, args.dtype, args.steps, args.top)

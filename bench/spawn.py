@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.terminal import Progress
-from bench.threads import MALLOC_ENV
+from bench.threads import BLAS_WAIT_ENV, MALLOC_ENV
 from bench.worker import MARK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def run_worker(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for key, value in MALLOC_ENV.items():
+    for key, value in {**MALLOC_ENV, **BLAS_WAIT_ENV}.items():
         env.setdefault(key, value)
     env.update(extra_env or {})
     t0 = time.monotonic()

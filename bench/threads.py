@@ -32,6 +32,30 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_":
 _MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}  # glibc's M_TRIM_/M_MMAP_THRESHOLD
 
 
+# OpenBLAS's idle workers spin (sched_yield) for 2^28 cycles, about 0.1 s, after each call before
+# they sleep on a condition variable; OPENBLAS_THREAD_TIMEOUT=n makes that 2^n cycles (n clamped to
+# 4..30, read once when the library loads: blas_server.c). A backend that runs its own thread pool
+# between GEMMs then shares the cores with spinning BLAS threads: at 2 threads the Numba cnn step
+# took 21.7-23.1 ms with the default and 19.3-19.6 ms with n = 4 (`bench layers`, alternated); the
+# NumPy cnn step, whose own ops are single-threaded, 28.9-30.4 against 29.6-30.0. With one thread
+# OpenBLAS has no workers and the setting does nothing. Every worker gets it (a caller's own value
+# wins); run.json records it (``env.blas_wait``).
+BLAS_WAIT_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def apply_blas_wait_here() -> str:
+    """``BLAS_WAIT_ENV`` in this process's environment, for tools that time in-process (``bench
+    layers``); it takes effect only if OpenBLAS is not loaded yet. Returns what it did."""
+    import sys
+
+    for key, value in BLAS_WAIT_ENV.items():
+        os.environ.setdefault(key, value)
+    settings = " ".join(f"{k}={os.environ[k]}" for k in BLAS_WAIT_ENV)
+    if "numpy" in sys.modules:
+        return f"blas wait: {settings} set too late (NumPy's OpenBLAS already loaded)"
+    return f"blas wait: {settings} (as in the workers)"
+
+
 def apply_malloc_here() -> str:
     """The workers' malloc settings in this running process (glibc reads ``MALLOC_ENV`` only at
     start; ``mallopt`` sets the same values now), for tools that time in-process such as

@@ -65,6 +65,7 @@ def test_quick_runs_one_pinned_thread_whatever_nnbench_threads_says(tmp_path, mo
     meta = json.loads((run.create_run(_ns(tmp_path / "d", profile="full")) / RUN_FILE).read_text())
     assert meta["cpus"] is None and meta["threads"] == 2  # negative control: full is not pinned
     assert "MALLOC_MMAP_THRESHOLD_=" in meta["env"]["malloc"]
+    assert meta["env"]["blas_wait"].startswith("OPENBLAS_THREAD_TIMEOUT=")
 
 
 def test_workers_get_the_malloc_settings_unless_the_caller_set_them(tmp_path, monkeypatch):
@@ -85,3 +86,19 @@ def test_workers_get_the_malloc_settings_unless_the_caller_set_them(tmp_path, mo
         spawn.run_worker(["case"], tmp_path, "x", 1.0, "x", None)
     assert seen["MALLOC_MMAP_THRESHOLD_"] == threads.MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
     assert seen["MALLOC_TRIM_THRESHOLD_"] == "1"  # the caller's own value wins
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    with pytest.raises(Stop):
+        spawn.run_worker(["case"], tmp_path, "x", 1.0, "x", None)
+    assert seen["OPENBLAS_THREAD_TIMEOUT"] == threads.BLAS_WAIT_ENV["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    with pytest.raises(Stop):
+        spawn.run_worker(["case"], tmp_path, "x", 1.0, "x", None)
+    assert seen["OPENBLAS_THREAD_TIMEOUT"] == "28"  # negative control: the caller's value is kept
+
+
+def test_blas_wait_here_says_when_it_comes_too_late(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    import numpy  # noqa: F401  # loaded, as in any test process
+
+    assert "too late" in threads.apply_blas_wait_here()
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "4"
