@@ -84,20 +84,24 @@ def git_commit() -> str:
     return (head + ("+dirty" if dirty else "")) if head else "unknown"
 
 
+def _worker_settings(defaults: dict[str, str]) -> str:
+    """``KEY=value`` for each variable ``bench.spawn`` gives the workers: the caller's own value,
+    else the default."""
+    return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in defaults.items())
+
+
 def malloc_settings() -> str:
-    """glibc malloc tunables the workers run with: ``bench.threads.MALLOC_ENV`` (``bench.spawn``
-    sets it), or the caller's own values."""
+    """glibc malloc tunables the workers run with (``bench.threads.MALLOC_ENV``)."""
     from bench.threads import MALLOC_ENV
 
-    return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in MALLOC_ENV.items())
+    return _worker_settings(MALLOC_ENV)
 
 
 def blas_wait_settings() -> str:
-    """How long OpenBLAS's idle workers spin: ``bench.threads.BLAS_WAIT_ENV`` (``bench.spawn`` sets
-    it), or the caller's own value."""
+    """How long OpenBLAS's idle workers spin (``bench.threads.BLAS_WAIT_ENV``)."""
     from bench.threads import BLAS_WAIT_ENV
 
-    return " ".join(f"{k}={os.environ.get(k, v)}" for k, v in BLAS_WAIT_ENV.items())
+    return _worker_settings(BLAS_WAIT_ENV)
 
 
 def collect(threads: int | None = None) -> dict[str, Any]:

@@ -153,11 +153,23 @@ def col2im_into(dcols, k, p, dx):
 @njit(cache=True, inline="always")
 def _taps(a0, a1, a2, b0, b1, b2, c0, c1, c2, wt, oo):
     """One cell's sum over the 9 taps: each kernel row's three products summed, then the three
-    row sums (three independent FMA chains of length 3, not one of length 9)."""
+    row sums."""
     sa = a0 * wt[0, oo] + a1 * wt[1, oo] + a2 * wt[2, oo]
     sb = b0 * wt[3, oo] + b1 * wt[4, oo] + b2 * wt[5, oo]
     sc = c0 * wt[6, oo] + c1 * wt[7, oo] + c2 * wt[8, oo]
     return sa + sb + sc
+
+
+@njit(cache=True, inline="always")
+def _patch(xp, y, x):
+    """The 4x4 patch xp[y:y+4, x:x+4] as 16 scalars, row by row (rows a, b, c, d)."""
+    r0, r1, r2, r3 = xp[y], xp[y + 1], xp[y + 2], xp[y + 3]
+    return (
+        *(r0[x], r0[x + 1], r0[x + 2], r0[x + 3]),
+        *(r1[x], r1[x + 1], r1[x + 2], r1[x + 3]),
+        *(r2[x], r2[x + 1], r2[x + 2], r2[x + 3]),
+        *(r3[x], r3[x + 1], r3[x + 2], r3[x + 3]),
+    )
 
 
 @njit(cache=True)
@@ -181,13 +193,8 @@ def conv3x3_bias_relu_pool(x, wt, b, p, out, arg):
     for s in prange(x.shape[0]):
         xp = _padded(x, s, p)
         for yy in range(out.shape[1]):
-            r0, r1, r2, r3 = xp[2 * yy], xp[2 * yy + 1], xp[2 * yy + 2], xp[2 * yy + 3]
             for xx in range(out.shape[2]):
-                j = 2 * xx
-                a0, a1, a2, a3 = r0[j], r0[j + 1], r0[j + 2], r0[j + 3]
-                b0, b1, b2, b3 = r1[j], r1[j + 1], r1[j + 2], r1[j + 3]
-                c0, c1, c2, c3 = r2[j], r2[j + 1], r2[j + 2], r2[j + 3]
-                d0, d1, d2, d3 = r3[j], r3[j + 1], r3[j + 2], r3[j + 3]
+                a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
                 for oo in range(wt.shape[1]):
                     v0 = _taps(a0, a1, a2, b0, b1, b2, c0, c1, c2, wt, oo) + b[oo]
                     v1 = _taps(a1, a2, a3, b1, b2, b3, c1, c2, c3, wt, oo) + b[oo]
@@ -219,19 +226,15 @@ def relu_pool_conv3x3_weight_grad(x, dy, arg, out, p, dwt, db):
     FLOP count says). Per-sample partials in x's dtype (Ho*Wo terms at most), summed over the
     batch in float64."""
     n, o = x.shape[0], dy.shape[3]
-    zero = K._one(x) - K._one(x)
+    one = K._one(x)
+    zero = one - one
     part = np.zeros((n, 10, o), dtype=x.dtype)  # rows 0-8: the taps; row 9: the bias
     for s in prange(n):
         xp = _padded(x, s, p)
         acc = part[s]
         for yy in range(dy.shape[1]):
-            r0, r1, r2, r3 = xp[2 * yy], xp[2 * yy + 1], xp[2 * yy + 2], xp[2 * yy + 3]
             for xx in range(dy.shape[2]):
-                j = 2 * xx
-                a0, a1, a2, a3 = r0[j], r0[j + 1], r0[j + 2], r0[j + 3]
-                b0, b1, b2, b3 = r1[j], r1[j + 1], r1[j + 2], r1[j + 3]
-                c0, c1, c2, c3 = r2[j], r2[j + 1], r2[j + 2], r2[j + 3]
-                d0, d1, d2, d3 = r3[j], r3[j + 1], r3[j + 2], r3[j + 3]
+                a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
                 for oo in range(o):
                     g = dy[s, yy, xx, oo] if out[s, yy, xx, oo] > zero else zero
                     q = arg[s, yy, xx, oo]
