@@ -72,7 +72,7 @@ def _twin_sgd(g, lr, w):
 
 ELEMENTWISE: dict[str, Elementwise] = {
     "bias_sigmoid": Elementwise(
-        ("z", "b"), ("y",), "y = tanh((z + b) * (T)0.5) * (T)0.5 + (T)0.5", lambda z, b: mlp.sigmoid(z + b)
+        ("z", "b"), ("y",), "y = (T)1 / ((T)1 + exp(-(z + b)))", lambda z, b: mlp.sigmoid(z + b)
     ),
     "bias_relu": Elementwise(
         ("z", "b"), ("y",), "T v = z + b; y = v < (T)0 ? (T)0 : v", lambda z, b: np.maximum(z + b, 0)

@@ -127,12 +127,14 @@ class CupyModel(XpModel):
     def _backward(self, caches, out, dy, last_done: bool) -> dict[str, Any]:
         grads: dict[str, Any] = {}
         top = len(self.layers) - 1
-        for i in range(top, -1, -1):
+        for i in range(top, self.first_param - 1, -1):  # nothing below the first parameter layer
             if i == top and last_done:
                 continue
             cache, kind = caches[i], self.layers[i].type
             if kind == "dense":
-                dy, grads[f"{i}.W"], grads[f"{i}.b"] = mlp.dense_backward(cache, self.w[f"{i}.W"], dy, i > 0)
+                dy, grads[f"{i}.W"], grads[f"{i}.b"] = mlp.dense_backward(
+                    cache, self.w[f"{i}.W"], dy, i > self.first_param
+                )
             elif kind == "conv2d":
                 dy = self._conv_backward(i, cache, dy, grads)
             elif kind == "maxpool2d":
@@ -160,7 +162,7 @@ class CupyModel(XpModel):
         dy2 = dy.reshape(-1, dy.shape[-1])  # (N*Ho*Wo, O)
         grads[f"{i}.W"] = dy2.T @ cols
         grads[f"{i}.b"] = dy2.sum(axis=0)
-        return self.k.col2im(dy2 @ wm, x_shape, layer.kernel, layer.padding) if i > 0 else None
+        return self.k.col2im(dy2 @ wm, x_shape, layer.kernel, layer.padding) if i > self.first_param else None
 
     # ------------------------------------------------------------------ step
     def _step(self, x, y, train: bool, lr: float | None):

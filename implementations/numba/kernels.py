@@ -12,8 +12,10 @@ mask drawn and applied in one pass.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 # activation codes (data, not strings, so kernels specialise once)
 NONE, SIGMOID, RELU, TANH = 0, 1, 2, 3
@@ -31,8 +33,7 @@ def _one(a):
 
 @njit(cache=True, inline="always")
 def _act(v, code, one):
-    if code == SIGMOID:  # 1 / (1 + e^-v): = 0.5 tanh(v/2) + 0.5, cheaper; e^-v -> inf gives 0
-        return one / (one + np.exp(-v))
+    """relu and tanh, one element (sigmoid goes by rows: ``_sigmoid_row``)."""
     if code == RELU:  # written so that a NaN stays NaN, as in the reference's maximum(x, 0)
         return one - one if v < 0 else v
     if code == TANH:
@@ -52,10 +53,62 @@ def _act_grad(o, g, code, one):
     return g
 
 
+# ---------------------------------------------------------------------- sigmoid rows
+# A sigmoid layer is one row at a time: float32 rows take a vectorised exp (below), float64
+# rows ``np.exp`` (LLVM calls libm's exp per element, which no loop vectorises).
+def _sigmoid_row(y, b, r, out):
+    """out[r] = 1 / (1 + exp(-(y[r] + b))), dispatched on the dtype (``_ol_sigmoid_row``)."""
+
+
+def _sigmoid_row_libm(y, b, r, out):
+    one = _one(y)
+    for j in range(y.shape[1]):
+        out[r, j] = one / (one + np.exp(-(y[r, j] + b[j])))
+
+
+def _sigmoid_row_f32(y, b, r, out):
+    """float32: exp(v) = 2^n exp(t), n = round(v / ln 2), t = v - n ln 2 in two parts
+    (Cody-Waite), exp(t) by Cephes' expf polynomial; 2^n is built from its bits in an int32
+    buffer viewed as float32 (a scalar cannot be bit-cast in a vector loop). Measured on
+    a (50, 800) layer, 1 thread: 63 us against libm's 135-199 us; on 4e6 points in
+    [-120, 120] the same max error as libm's (8.9e-8 absolute, 2.4 ulp). v is clamped to
+    [-87, 89]: 2^-126 (smallest normal) below, 2^128 = inf above (sigmoid 0); a NaN
+    stays NaN."""
+    o = y.shape[1]
+    e = np.empty(o, np.float32)
+    bits = np.empty(o, np.int32)
+    two_n = bits.view(np.float32)
+    one = np.float32(1.0)
+    for j in range(o):
+        v = min(max(-(y[r, j] + b[j]), np.float32(-87.0)), np.float32(89.0))
+        n = (v * np.float32(1.44269504088896341) + np.float32(12582912.0)) - np.float32(12582912.0)  # rint
+        t = v - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * t + np.float32(1.3981999507e-3)
+        p = p * t + np.float32(8.3334519073e-3)
+        p = p * t + np.float32(4.1665795894e-2)
+        p = p * t + np.float32(1.6666665459e-1)
+        p = p * t + np.float32(5.0000001201e-1)
+        e[j] = p * t * t + t + one
+        bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)
+    for j in range(o):
+        v = y[r, j] + b[j]
+        s = one / (one + e[j] * two_n[j])
+        out[r, j] = s if v == v else v
+
+
+@overload(_sigmoid_row, jit_options={"fastmath": {"contract"}})
+def _ol_sigmoid_row(y, b, r, out):
+    return _sigmoid_row_f32 if y.dtype == types.float32 else _sigmoid_row_libm
+
+
 # ---------------------------------------------------------------------- elementwise
 # Each comes as a serial and a parallel kernel over rows; ``pick`` chooses by size.
 @njit(cache=True, inline="always")
 def _bias_act_row(y, b, r, code, one):
+    if code == SIGMOID:
+        _sigmoid_row(y, b, r, y)
+        return
     for j in range(y.shape[1]):
         y[r, j] = _act(y[r, j] + b[j], code, one)
 
@@ -77,6 +130,11 @@ def bias_act_par(y, b, code):
 
 @njit(cache=True, inline="always")
 def _act_rows(x, out, r0, r1, code, one):
+    if code == SIGMOID:
+        zero_bias = np.zeros(x.shape[1], x.dtype)
+        for r in range(r0, r1):
+            _sigmoid_row(x, zero_bias, r, out)
+        return
     for r in range(r0, r1):
         for j in range(x.shape[1]):
             out[r, j] = _act(x[r, j], code, one)
@@ -144,8 +202,11 @@ def sgd_par(w, g, lr):
 
 
 def pick(ser, par, a):
-    """The serial kernel for small arrays, the parallel one for large."""
-    return par if a.size >= PAR_MIN else ser
+    """The serial kernel for small arrays or a single thread, the parallel one otherwise. At one
+    thread a ``prange`` loop still pays the launch and loses the vector loop (measured, 1
+    pinned thread: ``sgd`` on a (784, 800) float32 weight 130 -> 87 us, the MLP's (50, 800)
+    dropout 124 -> 42 us)."""
+    return par if a.size >= PAR_MIN and numba.get_num_threads() > 1 else ser
 
 
 def bias_act(y, b, code: int) -> None:
@@ -183,27 +244,44 @@ def _splitmix64(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(parallel=True, cache=True)
-def _dropout(x, rate, key, out, mask):
-    """Counter-based uniforms (splitmix64 of key + index, top 24 bits): parallel and
-    reproducible whatever the thread count."""
+@njit(cache=True, inline="always")
+def _dropout_at(i, base, thresh, scale, zero, xf, of, mf):
+    """Element i: u = top 24 bits of splitmix64(key + i), keep iff u >= rate * 2^24."""
+    u = _splitmix64(base + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    mf[i] = scale if u >= thresh else zero
+    of[i] = xf[i] * mf[i]
+
+
+@njit(cache=True, inline="always")
+def _dropout_consts(x, rate, key):
     one = _one(x)
-    scale = one / (one - rate)
-    zero = one - one
     thresh = np.uint64(int(rate * 16777216.0))  # keep iff u24 >= rate * 2^24
-    base = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    return np.uint64(key) * np.uint64(0x9E3779B97F4A7C15), thresh, one / (one - rate), one - one
+
+
+@njit(cache=True)
+def dropout_ser(x, rate, key, out, mask):
+    """Counter-based uniforms (splitmix64 of key + index): the same mask whatever the thread
+    count or the kernel (``dropout_par``)."""
+    base, thresh, scale, zero = _dropout_consts(x, rate, key)
+    xf, of, mf = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
+    for i in range(xf.size):
+        _dropout_at(i, base, thresh, scale, zero, xf, of, mf)
+
+
+@njit(parallel=True, cache=True)
+def dropout_par(x, rate, key, out, mask):
+    base, thresh, scale, zero = _dropout_consts(x, rate, key)
     xf, of, mf = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
     for i in prange(xf.size):
-        u = _splitmix64(base + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
-        mf[i] = scale if u >= thresh else zero
-        of[i] = xf[i] * mf[i]
+        _dropout_at(i, base, thresh, scale, zero, xf, of, mf)
 
 
 def dropout_forward(x, rate: float, key: int):
     """Inverted dropout (keep with probability 1 - rate, scale 1/(1 - rate)): (x * mask, mask)."""
     x = np.ascontiguousarray(x)
     out, mask = np.empty_like(x), np.empty_like(x)
-    _dropout(x, x.dtype.type(rate), key, out, mask)
+    pick(dropout_ser, dropout_par, x)(x, x.dtype.type(rate), key, out, mask)
     return out, mask
 
 

@@ -4,8 +4,9 @@ A batch is a list of ``N`` flat per-sample lists; images are flat in HWC order
 (``(h * W + w) * C + c``) so that one kernel row of a conv patch is one contiguous slice.
 Every inner product is ``sum(map(mul, a, b))``; ``dots(v, rows)`` maps that over a
 matrix's rows without a Python-level loop, so the hot paths run almost entirely in C.
-The math mirrors ``implementations.numpy`` (sigmoid as ``0.5 * tanh(x / 2) + 0.5``,
-inverted dropout, first-max-wins pooling, fused softmax + cross-entropy).
+The math mirrors ``implementations.numpy`` (inverted dropout, first-max-wins pooling, fused
+softmax + cross-entropy); sigmoid is ``0.5 * tanh(x / 2) + 0.5`` here, since ``math.exp``
+raises OverflowError where NumPy's ``exp`` returns inf (float64: equal to ~1e-16).
 """
 
 from __future__ import annotations

@@ -115,6 +115,101 @@ def test_dropout_kernel_rate_scale_and_reproducibility(dtype):
     assert np.array_equal(out, out2) and not np.array_equal(out, out3)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_serial_and_parallel_twins_are_bitwise_equal(dtype):
+    """``pick`` routes by size and thread count; both twins must give the same bits (the
+    dropout mask is counter-based, so it does not depend on which kernel drew it)."""
+    from implementations.numba import kernels as K
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((70, 1000)).astype(dtype)  # 70 000 elements: above PAR_MIN
+    outs = [(np.empty_like(x), np.empty_like(x)) for _ in range(2)]
+    K.dropout_ser(x, x.dtype.type(0.3), 11, *outs[0])
+    K.dropout_par(x, x.dtype.type(0.3), 11, *outs[1])
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    K.dropout_ser(x, x.dtype.type(0.3), 12, *outs[1])  # control: another key, another mask
+    assert not np.array_equal(outs[0][1], outs[1][1])
+    g, lr = rng.standard_normal(x.shape).astype(dtype), x.dtype.type(0.01)
+    w1, w2 = x.copy(), x.copy()
+    K.sgd_ser(w1, g, lr)
+    K.sgd_par(w2, g, lr)
+    assert np.array_equal(w1, w2) and not np.array_equal(w1, x)
+
+
+def test_pick_is_serial_at_one_thread_or_below_the_size_threshold():
+    import numba
+
+    from implementations.numba import kernels as K
+
+    big, small = np.empty(K.PAR_MIN), np.empty(K.PAR_MIN - 1)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert K.pick("ser", "par", big) == "ser"
+        if numba.config.NUMBA_NUM_THREADS > 1:
+            numba.set_num_threads(2)
+            assert K.pick("ser", "par", big) == "par"
+            assert K.pick("ser", "par", small) == "ser"
+    finally:
+        numba.set_num_threads(before)
+
+
+def _sigmoid_errors(rows_fn, x) -> tuple[float, float]:
+    """Max error of ``rows_fn(x)`` (float32) against the float64 sigmoid: in float32 ulps where
+    the sigmoid is a normal float32 (> 1e-30), absolute below that (libm returns denormals
+    there, the vectorised exp flushes to 0 past 2^-126)."""
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    err = np.abs(rows_fn(x) - exact)
+    normal = exact > 1e-30
+    ulps = err[normal] / np.spacing(exact[normal].astype(np.float32))
+    return float(ulps.max()), float(err[~normal].max(initial=0.0))
+
+
+def test_float32_sigmoid_rows_match_float64_to_libm_accuracy():
+    """The float32 sigmoid's own exp (``_sigmoid_row_f32``) against the float64 sigmoid on 4e5
+    points over [-120, 120], through both entry points (fused bias, plain activation): at most
+    3 ulp (libm's expf gives 2.4); specials as the reference. Negative control: the same
+    source with one polynomial coefficient zeroed fails the same bound."""
+    import inspect
+
+    from numba import njit
+
+    from implementations.numba import kernels as K
+
+    x = np.linspace(-120, 120, 400_000, dtype=np.float32).reshape(400, -1)
+    zero_b = np.zeros(x.shape[1], np.float32)
+
+    def fused(a):
+        a = a.copy()
+        K.bias_act_ser(a, zero_b, K.SIGMOID)
+        return a
+
+    def plain(a):
+        out = np.empty_like(a)
+        K.act_forward_ser(a, K.SIGMOID, out)
+        return out
+
+    assert fused(x).dtype == np.float32 and np.array_equal(fused(x), plain(x))
+    ulps, tiny = _sigmoid_errors(fused, x)
+    assert ulps <= 3 and tiny <= 1e-37
+    special = np.array([[np.nan, np.inf, -np.inf, 0.0, 88.5, -88.5, 1e30, -1e30]], np.float32)
+    np.testing.assert_array_equal(fused(special), [[np.nan, 1, 0, 0.5, 1, 0, 1, 0]])
+
+    source = inspect.getsource(K._sigmoid_row_f32)
+    assert "4.1665795894e-2" in source
+    namespace = dict(vars(K))
+    exec(source.replace("4.1665795894e-2", "0.0"), namespace)  # noqa: S102 - the negative control
+    broken_row = njit(namespace["_sigmoid_row_f32"])
+
+    def broken(a):
+        out = np.empty_like(a)
+        for r in range(a.shape[0]):
+            broken_row(a, zero_b, r, out)
+        return out
+
+    assert _sigmoid_errors(broken, x)[0] > 3
+
+
 def test_conv_direct_and_im2col_kernels_agree():
     from implementations.numba import kernels as K
 
@@ -213,7 +308,7 @@ def test_fused_bias_relu_pool_propagates_nan_like_the_reference(dtype):
     routed = ~(ref <= 0)  # where the gradient flows or the window is NaN (a window <= 0 routes nothing)
     np.testing.assert_array_equal(arg[routed], cache.arg[routed])
     dy = np.random.default_rng(4).normal(size=out.shape).astype(dtype)
-    dz, db = np.empty(z.shape, dtype=dtype), np.empty(b.shape, dtype=dtype)
+    dz, db = np.empty(z.shape, dtype=dtype), np.zeros(b.shape, dtype=np.float64)  # db accumulates
     conv_pool.pool_relu_grad_bias(dy, arg, out, dz, db)
     ref_dz = cnn.relu_pool_backward(cache, dy)
     np.testing.assert_array_equal(dz, ref_dz)
