@@ -80,6 +80,73 @@ def test_fused_block_matches_the_general_path(geom, monkeypatch):
         assert rel_err(grads[k], grads_ref[k]) <= 1e-12, k
 
 
+def _two_sample_chunks(monkeypatch):
+    """Every block in chunks of 2 samples (a batch of 5: 2, 2, 1), whatever the thread count."""
+    monkeypatch.setattr(conv_pool, "chunks", lambda n, bytes_per_sample: [(s, min(n, s + 2)) for s in range(0, n, 2)])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("geom", GEOMETRIES, ids=lambda g: "-".join(map(str, g)))
+def test_chunked_blocks_match_one_chunk(geom, dtype, monkeypatch):
+    """The batch in chunks (ragged last one; the backward's first chunk reuses the forward's
+    columns) against one chunk: dW and db are sums over chunks, everything else is exact."""
+    spec = _spec(*geom)
+    monkeypatch.setattr(conv_pool, "chunks", lambda n, bytes_per_sample: [(0, n)])
+    loss_ref, grads_ref = _grads(spec, dtype, batch=5)
+    _two_sample_chunks(monkeypatch)
+    loss, grads = _grads(spec, dtype, batch=5)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    assert abs(loss - loss_ref) <= tol * abs(loss_ref)
+    for k in grads:
+        assert rel_err(grads[k], grads_ref[k]) <= tol, (k, rel_err(grads[k], grads_ref[k]))
+
+
+def test_chunks_cover_the_batch_in_order_and_one_chunk_at_more_threads(monkeypatch):
+    monkeypatch.setattr(conv_pool.numba, "get_num_threads", lambda: 1)
+    per_sample = conv_pool.CHUNK_BYTES // 10  # 10 samples a chunk
+    assert conv_pool.chunks(25, per_sample) == [(0, 10), (10, 20), (20, 25)]
+    assert conv_pool.chunks(3, 10 * conv_pool.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3)]  # at least one sample
+    monkeypatch.setattr(conv_pool.numba, "get_num_threads", lambda: 2)
+    assert conv_pool.chunks(25, per_sample) == [(0, 25)]
+
+
+def _no_im2col_in_backward(monkeypatch):
+    """The backward's im2col calls do nothing (its columns are whatever ``cols`` holds)."""
+    state = {"backward": False}
+    im2col, backward = conv_pool.K.im2col, conv_pool.backward
+
+    def maybe_im2col(x, k, p, cols):
+        if not state["backward"]:
+            im2col(x, k, p, cols)
+
+    def flagged_backward(*args):
+        state["backward"] = True
+        try:
+            return backward(*args)
+        finally:
+            state["backward"] = False
+
+    monkeypatch.setattr(conv_pool.K, "im2col", maybe_im2col)
+    monkeypatch.setattr(conv_pool, "backward", flagged_backward)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_backward_reuses_only_the_columns_cols_still_holds(chunked, monkeypatch):
+    """One chunk: the backward needs no im2col at all, so skipping it changes nothing (the
+    forward's columns are reused). Chunks (negative control): only the last chunk's columns
+    are still there, so skipping the rebuilds must break the gradients."""
+    spec = _spec(2, 11, 3, "same")
+    if chunked:
+        _two_sample_chunks(monkeypatch)
+    else:
+        monkeypatch.setattr(conv_pool, "chunks", lambda n, bytes_per_sample: [(0, n)])
+    _, good = _grads(spec, "float64", batch=5)
+    _no_im2col_in_backward(monkeypatch)
+    _, skipped = _grads(spec, "float64", batch=5)
+    worst = max(rel_err(skipped[k], good[k]) for k in good)
+    assert worst > 1e-3 if chunked else worst == 0.0
+
+
 def test_buffers_are_reused_across_batch_sizes_and_grads_do_not_alias_them():
     spec = _spec(2, 11, 3, "same")
     m = NB.build(spec, init_params(spec, 0, bias="uniform"), "float64")
