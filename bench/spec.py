@@ -178,6 +178,12 @@ class ModelSpec:
     def num_classes(self) -> int:
         return self.shapes()[-1][0]
 
+    @property
+    def first_param_layer(self) -> int:
+        """Index of the first layer with parameters (0 if none). Its input, and every layer's
+        below it, needs no gradient: no backend computes one, and ``flops`` counts none."""
+        return min((i for i, layer in enumerate(self.layers) if layer.has_params), default=0)
+
     def param_shapes(self) -> dict[str, Shape]:
         """Canonical parameter names and layouts (see ``bench.params``)."""
         shapes: dict[str, Shape] = {}

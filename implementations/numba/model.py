@@ -60,8 +60,7 @@ class NumbaModel(Model):
             if a.ndim == 4:  # (O, C, kh, kw) -> (O, kh*kw*C)
                 a = a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1)
             self.w[name] = np.ascontiguousarray(a)
-        first = min((i for i, layer in enumerate(self.layers) if layer.has_params), default=0)
-        self.need_dx = [i > first for i in range(len(self.layers))]
+        self.need_dx = [i > spec.first_param_layer for i in range(len(self.layers))]
         self.threads = set_threads()
         self.key = seed << 32  # dropout counter: each mask draws from a fresh key
         self.adam = make_adam(spec.train)  # None: plain SGD

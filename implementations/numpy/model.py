@@ -45,7 +45,7 @@ class XpModel(Model):
         # the backward pass ends at the first parameter layer: nothing below it has a gradient
         # to receive (the MLP's first dense follows a flatten: its input gradient, a
         # (N, 800) @ (800, 784) GEMM, was 15 % of the NumPy MLP's step at 1 thread)
-        self.first_param = min((i for i, layer in enumerate(self.layers) if layer.has_params), default=0)
+        self.first_param = spec.first_param_layer
 
     # ------------------------------------------------------------------ conversions
     def _to_internal(self, x):

@@ -62,8 +62,7 @@ class PurePythonModel(Model):
                     inv[p] = f
                 self.perms[i] = (perm, inv)
         # layers below the first parameter layer need no input gradient
-        first = min((i for i, layer in enumerate(self.layers) if layer.has_params), default=0)
-        self.need_dx = [i > first for i in range(len(self.layers))]
+        self.need_dx = [i > spec.first_param_layer for i in range(len(self.layers))]
 
     # ------------------------------------------------------------------ forward
     def _layer_forward(self, i: int, x, train: bool):
