@@ -15,6 +15,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import threading
 import time
 from typing import Any
 
@@ -37,28 +38,39 @@ def _build(impl: str, model: str, batch: int, dtype: str) -> tuple[Any, Any]:
     return m, lambda: (m.train_step(xd, yd), m.sync())
 
 
-def breakdown(impl: str, model: str, batch: int, dtype: str, steps: int, top: int) -> list[tuple[str, float, int]]:
-    """[(function, own ms per step, calls per step)] for the ``top`` largest, plus ``step``
-    (the plain wall time of one step, outside the profiler)."""
-    _, step = _build(impl, model, batch, dtype)
+def _on_each_thread(model: Any):
+    """The model's ``on_each_thread`` (fn run once on each thread it computes on: the Numba
+    shards' threads), else fn on this thread alone."""
+    return getattr(model, "on_each_thread", lambda fn: fn())
+
+
+def breakdown(
+    impl: str, model: str, batch: int, dtype: str, steps: int, top: int
+) -> tuple[list[tuple[str, float, int]], int]:
+    """([(function, own ms per step, calls per step)] for the ``top`` largest, plus ``step``
+    (the plain wall time of one step, outside the profiler), the number of threads profiled).
+    A model that computes on several Python threads (Numba's data-parallel shards) is profiled
+    on each of them: own times and calls are then summed over the threads."""
+    m, step = _build(impl, model, batch, dtype)
     for _ in range(3):
         step()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     wall_ms = (time.perf_counter() - t0) * 1e3 / steps
-    prof = cProfile.Profile()
-    prof.enable()
+    profs: dict[int, cProfile.Profile] = {}
+    each = _on_each_thread(m)
+    each(lambda: profs.setdefault(threading.get_ident(), cProfile.Profile()).enable())
     for _ in range(steps):
         step()
-    prof.disable()
-    stats = pstats.Stats(prof).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    each(lambda: profs[threading.get_ident()].disable())
+    stats = pstats.Stats(*profs.values()).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
     rows = []
     for (file, _, name), (_, calls, own, _, _) in stats.items():
         label = f"{file.rsplit('/', 2)[-2]}/{file.rsplit('/', 1)[-1]}:{name}" if "/" in file else name
         rows.append((label, own * 1e3 / steps, calls // steps))
     rows.sort(key=lambda r: -r[1])
-    return [("step (wall, unprofiled)", wall_ms, 1), *rows[:top]]
+    return [("step (wall, unprofiled)", wall_ms, 1), *rows[:top]], len(profs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     print(apply_blas_wait_here())
     print(apply_malloc_here())  # the workers' allocator: the breakdown matches what the run times
     for impl in args.impls.split(","):
-        rows = breakdown(impl, args.model, args.batch, args.dtype, args.steps, args.top)
+        rows, threads = breakdown(impl, args.model, args.batch, args.dtype, args.steps, args.top)
         step_ms = rows[0][1]
         print(f"\n{impl} {args.model} batch {args.batch} {args.dtype}: train_step {step_ms:.2f} ms")
+        if threads > 1:
+            print(f"  (profiled on its {threads} threads: times and calls summed, shares of {threads} x the step)")
         for label, ms, calls in rows[1:]:
-            print(f"  {ms:8.2f} ms {100 * ms / step_ms:5.1f}%  x{calls:<3d} {label}")
+            print(f"  {ms:8.2f} ms {100 * ms / (threads * step_ms):5.1f}%  x{calls:<3d} {label}")
     print("\nload average: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     return 0

@@ -9,7 +9,10 @@ Against direct Numba loops
 threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
 of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
 oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.
-The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``).
+The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``). At more
+than one thread a batch with enough work is split into one shard per thread (``shards``): each
+shard's pass runs on its own Python thread with serial ``nogil`` kernels and single-threaded BLAS,
+then the shards' gradients are summed; at one thread every kernel is its serial twin.
 Compilation is kept out of the speed numbers and measured apart by the run, as for every
 backend with an on-disk compile cache: the profiles' ``cache_env = "NUMBA_CACHE_DIR"`` gives
 each case an empty cache, so ``bench.worker``'s first calls are cold (``cold_s``), then a
@@ -43,6 +46,7 @@ def settings() -> dict:
     from bench.threads import blas_info
 
     from .model import set_threads
+    from .shards import shards_setting
 
     try:
         layer = numba.threading_layer()
@@ -53,6 +57,7 @@ def settings() -> dict:
         "device": "cpu",
         "layout": "NHWC internal; conv = im2col (numba) + GEMM (numpy BLAS), conv+relu+pool fused",
         "numba_threads": set_threads(),
+        "shards": shards_setting(set_threads()),
         "threading_layer": layer,
         **blas_info(),
     }

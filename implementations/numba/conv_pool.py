@@ -1,7 +1,8 @@
 """Fused conv -> relu -> 2x2 max-pool blocks for the Numba backend, with reused buffers.
 
-Forward, chunk by chunk over the batch (``chunks``: ~2.5 MB of columns a chunk at one
-thread, so each stage's output is still in cache for the next; the whole batch at more):
+Forward, chunk by chunk over the batch (``chunks``: ~2.5 MB of columns a chunk where the
+kernels run serial, at one thread or in a data-parallel shard, so each stage's output is still
+in cache for the next; the whole batch on multi-threaded kernels):
 im2col (Numba) into a chunk-sized ``cols``, one GEMM (NumPy BLAS) into a chunk-sized ``z``,
 then ``bias_relu_pool``: bias + relu + 2x2 max-pool + argmax in one pass over ``z`` (the
 full-resolution relu output is never written). Backward, the same chunks, last first:
@@ -21,7 +22,6 @@ general path (``model._param_forward`` etc.) handles every other pattern.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -74,100 +74,160 @@ class Cache:
 # so they are still in cache when the GEMM reads them, and the GEMM's output when
 # ``bias_relu_pool`` (or ``col2im_into``) reads it. Measured, MNIST cnn, batch 50, 1 pinned
 # thread: the Numba train_step 37.3-38.8 -> 34.4-35.3 ms (alternated); 0.6 MB chunks 41 ms
-# (more, smaller calls), 5 MB 38 ms. At 2 threads the chunks lost (22.0 against 19.6-20.5 ms):
-# every chunk's GEMMs and kernels wake the other thread again, so there the batch is one chunk.
+# (more, smaller calls), 5 MB 38 ms. At 2 threads with the whole batch on 2-thread kernels the
+# chunks lost (22.0 against 19.6-20.5 ms): every chunk's GEMMs and kernels wake the other thread
+# again, so there the batch is one chunk. Each data-parallel shard (``shards``) runs serial, so in
+# chunks: 2 threads, 2 shards of 25, equal-size chunks, medians of 20 alternated rounds (a
+# Zen 4 EPYC, 2026-12-04): 1.25 MB 17.3 ms, 2.5 MB 17.3, 5 MB 17.8, one chunk a shard 19.6.
 CHUNK_BYTES = 2_500_000
 
 
 def chunks(n: int, bytes_per_sample: int) -> list[tuple[int, int]]:
-    """[(s0, s1)]: the batch in chunks of about ``CHUNK_BYTES`` of columns (at least one
-    sample) at one thread, one chunk at more."""
-    if numba.get_num_threads() > 1:
+    """[(s0, s1)]: the batch in the fewest near-equal chunks of at most about ``CHUNK_BYTES`` of
+    columns each (at least one sample) where this thread runs serial kernels (one thread, or a
+    shard), one chunk otherwise. Equal sizes, not full chunks and a remainder: a shard of 25
+    samples of conv2 went 11 + 11 + 3, whose small last GEMM ran below the others' speed."""
+    if not K.runs_serial():
         return [(0, n)]
-    step = max(1, CHUNK_BYTES // max(1, bytes_per_sample))
-    return [(s0, min(n, s0 + step)) for s0 in range(0, n, step)]
+    count = min(n, -(-n * max(1, bytes_per_sample) // CHUNK_BYTES))  # ceil, at most n
+    return [(n * t // count, n * (t + 1) // count) for t in range(count)]
 
 
 # ---------------------------------------------------------------------- kernels
+# Each is a per-sample body run by a serial (``nogil``) and a parallel twin over the batch;
+# ``K.by_threads`` chooses (a data-parallel shard runs the serial ones).
+@njit(cache=True)
+def _bias_relu_pool_sample(z, b, out, arg, s):
+    ho, wo, o = out.shape[1], out.shape[2], out.shape[3]
+    one = K._one(z)
+    zero = one - one
+    for yy in range(ho):
+        for xx in range(wo):
+            z0, z1 = z[s, 2 * yy, 2 * xx], z[s, 2 * yy, 2 * xx + 1]
+            z2, z3 = z[s, 2 * yy + 1, 2 * xx], z[s, 2 * yy + 1, 2 * xx + 1]
+            for c in range(o):
+                best, a = _relu_max(z0[c] + b[c], zero, 0, z1[c] + b[c], 1)
+                best, a = _relu_max(best, zero, a, z2[c] + b[c], 2)
+                best, a = _relu_max(best, zero, a, z3[c] + b[c], 3)
+                out[s, yy, xx, c] = best
+                arg[s, yy, xx, c] = a
+
+
+@njit(cache=True, nogil=True)
+def bias_relu_pool_ser(z, b, out, arg):
+    for s in range(z.shape[0]):
+        _bias_relu_pool_sample(z, b, out, arg, s)
+
+
 @njit(parallel=True, cache=True)
-def bias_relu_pool(z, b, out, arg):
+def bias_relu_pool_par(z, b, out, arg):
+    for s in prange(z.shape[0]):
+        _bias_relu_pool_sample(z, b, out, arg, s)
+
+
+def bias_relu_pool(z, b, out, arg) -> None:
     """z (N, H, W, O) conv output without bias -> out (N, H//2, W//2, O) = 2x2 max-pool
     (floor) of relu(z + b), arg (int8 0..3) = row-major window cell of the first maximum.
     NaN propagates as in the reference: relu keeps it and it wins the window (its first NaN)."""
-    n, h, w, o = z.shape
-    ho, wo = h // 2, w // 2
-    one = K._one(z)
-    zero = one - one
-    for s in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                z0, z1 = z[s, 2 * yy, 2 * xx], z[s, 2 * yy, 2 * xx + 1]
-                z2, z3 = z[s, 2 * yy + 1, 2 * xx], z[s, 2 * yy + 1, 2 * xx + 1]
-                for c in range(o):
-                    best, a = _relu_max(z0[c] + b[c], zero, 0, z1[c] + b[c], 1)
-                    best, a = _relu_max(best, zero, a, z2[c] + b[c], 2)
-                    best, a = _relu_max(best, zero, a, z3[c] + b[c], 3)
-                    out[s, yy, xx, c] = best
-                    arg[s, yy, xx, c] = a
+    K.by_threads(bias_relu_pool_ser, bias_relu_pool_par)(z, b, out, arg)
 
 
-@njit(parallel=True, cache=True)
-def pool_relu_grad_bias(dy, arg, out, dz, db):
-    """Backward of ``bias_relu_pool``: dz (N, H, W, O) = dy routed to each window's argmax
-    cell where out > 0, else 0 (floored rows/cols too); adds the sum of dz over these N
-    samples to db (float64, so a batch run chunk by chunk sums as one)."""
-    n, ho, wo, o = dy.shape
+@njit(cache=True)
+def _pool_relu_grad_sample(dy, arg, out, dz, part, s):
+    """Sample s of ``pool_relu_grad_bias``: dz[s], and part[s] = its sum over the cells."""
+    ho, wo, o = dy.shape[1], dy.shape[2], dy.shape[3]
     h, w = dz.shape[1], dz.shape[2]
     one = K._one(dz)
     zero = one - one
-    part = np.zeros((n, o), dtype=np.float64)
-    for s in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                for c in range(o):
-                    g = dy[s, yy, xx, c] if out[s, yy, xx, c] > zero else zero
-                    q = arg[s, yy, xx, c]
-                    part[s, c] += g
-                    for t in range(4):
-                        dz[s, 2 * yy + t // 2, 2 * xx + t % 2, c] = g if t == q else zero
-        for yy in range(2 * ho, h):  # floored bottom row
-            for xx in range(w):
-                for c in range(o):
-                    dz[s, yy, xx, c] = zero
-        for yy in range(2 * ho):  # floored right column
-            for xx in range(2 * wo, w):
-                for c in range(o):
-                    dz[s, yy, xx, c] = zero
-    for c in range(o):
+    for yy in range(ho):
+        for xx in range(wo):
+            for c in range(o):
+                g = dy[s, yy, xx, c] if out[s, yy, xx, c] > zero else zero
+                q = arg[s, yy, xx, c]
+                part[s, c] += g
+                for t in range(4):
+                    dz[s, 2 * yy + t // 2, 2 * xx + t % 2, c] = g if t == q else zero
+    for yy in range(2 * ho, h):  # floored bottom row
+        for xx in range(w):
+            for c in range(o):
+                dz[s, yy, xx, c] = zero
+    for yy in range(2 * ho):  # floored right column
+        for xx in range(2 * wo, w):
+            for c in range(o):
+                dz[s, yy, xx, c] = zero
+
+
+@njit(cache=True, inline="always")
+def _add_sample_sums(part, db):
+    """db += the sum of part (N, O) over its samples, in float64."""
+    for c in range(part.shape[1]):
         acc = 0.0
-        for s in range(n):
+        for s in range(part.shape[0]):
             acc += part[s, c]
         db[c] += acc
 
 
+@njit(cache=True, nogil=True)
+def pool_relu_grad_bias_ser(dy, arg, out, dz, db):
+    part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
+    for s in range(dy.shape[0]):
+        _pool_relu_grad_sample(dy, arg, out, dz, part, s)
+    _add_sample_sums(part, db)
+
+
 @njit(parallel=True, cache=True)
-def col2im_into(dcols, k, p, dx):
+def pool_relu_grad_bias_par(dy, arg, out, dz, db):
+    part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
+    for s in prange(dy.shape[0]):
+        _pool_relu_grad_sample(dy, arg, out, dz, part, s)
+    _add_sample_sums(part, db)
+
+
+def pool_relu_grad_bias(dy, arg, out, dz, db) -> None:
+    """Backward of ``bias_relu_pool``: dz (N, H, W, O) = dy routed to each window's argmax
+    cell where out > 0, else 0 (floored rows/cols too); adds the sum of dz over these N
+    samples to db (float64, so a batch run chunk by chunk sums as one)."""
+    K.by_threads(pool_relu_grad_bias_ser, pool_relu_grad_bias_par)(dy, arg, out, dz, db)
+
+
+@njit(cache=True)
+def _col2im_gather_sample(dcols, k, p, dx, s):
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
+    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
+    for yy in range(h):
+        for xx in range(w):
+            for ch in range(c):
+                dx[s, yy, xx, ch] = 0
+            for i in range(k):
+                oy = yy - i + p
+                if oy < 0 or oy >= ho:
+                    continue
+                for j in range(k):
+                    ox = xx - j + p
+                    if ox < 0 or ox >= wo:
+                        continue
+                    r = (s * ho + oy) * wo + ox
+                    base = (i * k + j) * c
+                    for ch in range(c):
+                        dx[s, yy, xx, ch] += dcols[r, base + ch]
+
+
+@njit(cache=True, nogil=True)
+def col2im_into_ser(dcols, k, p, dx):
+    for s in range(dx.shape[0]):
+        _col2im_gather_sample(dcols, k, p, dx, s)
+
+
+@njit(parallel=True, cache=True)
+def col2im_into_par(dcols, k, p, dx):
+    for s in prange(dx.shape[0]):
+        _col2im_gather_sample(dcols, k, p, dx, s)
+
+
+def col2im_into(dcols, k: int, p: int, dx) -> None:
     """Adjoint of ``kernels.im2col`` written as a gather: dx (N, H, W, C)[y, x] = sum over
     the k*k taps (i, j) of dcols[row of output (y - i + p, x - j + p), tap (i, j)]."""
-    n, h, w, c = dx.shape
-    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    for s in prange(n):
-        for yy in range(h):
-            for xx in range(w):
-                for ch in range(c):
-                    dx[s, yy, xx, ch] = 0
-                for i in range(k):
-                    oy = yy - i + p
-                    if oy < 0 or oy >= ho:
-                        continue
-                    for j in range(k):
-                        ox = xx - j + p
-                        if ox < 0 or ox >= wo:
-                            continue
-                        r = (s * ho + oy) * wo + ox
-                        base = (i * k + j) * c
-                        for ch in range(c):
-                            dx[s, yy, xx, ch] += dcols[r, base + ch]
+    K.by_threads(col2im_into_ser, col2im_into_par)(dcols, k, p, dx)
 
 
 # ---------------------------------------------------------------------- direct 3x3 kernels, one input channel
@@ -208,28 +268,43 @@ def _padded(x, s, p):
     return xp
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def conv3x3_bias_relu_pool(x, wt, b, p, out, arg):
+@njit(cache=True, fastmath={"contract"})
+def _conv3x3_pool_sample(x, wt, b, p, out, arg, s):
+    one = K._one(x)
+    zero = one - one
+    xp = _padded(x, s, p)
+    for yy in range(out.shape[1]):
+        for xx in range(out.shape[2]):
+            a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
+            for oo in range(wt.shape[1]):
+                v0 = _taps(a0, a1, a2, b0, b1, b2, c0, c1, c2, wt, oo) + b[oo]
+                v1 = _taps(a1, a2, a3, b1, b2, b3, c1, c2, c3, wt, oo) + b[oo]
+                v2 = _taps(b0, b1, b2, c0, c1, c2, d0, d1, d2, wt, oo) + b[oo]
+                v3 = _taps(b1, b2, b3, c1, c2, c3, d1, d2, d3, wt, oo) + b[oo]
+                best, a = _relu_max(v0, zero, 0, v1, 1)
+                best, a = _relu_max(best, zero, a, v2, 2)
+                best, a = _relu_max(best, zero, a, v3, 3)
+                out[s, yy, xx, oo] = best
+                arg[s, yy, xx, oo] = a
+
+
+@njit(cache=True, nogil=True)
+def conv3x3_bias_relu_pool_ser(x, wt, b, p, out, arg):
+    for s in range(x.shape[0]):
+        _conv3x3_pool_sample(x, wt, b, p, out, arg, s)
+
+
+@njit(parallel=True, cache=True)
+def conv3x3_bias_relu_pool_par(x, wt, b, p, out, arg):
+    for s in prange(x.shape[0]):
+        _conv3x3_pool_sample(x, wt, b, p, out, arg, s)
+
+
+def conv3x3_bias_relu_pool(x, wt, b, p: int, out, arg) -> None:
     """Direct 3x3 conv (one input channel) + bias + relu + 2x2 max-pool + argmax: x (N, H, W, 1),
     wt (9, O) -> out, arg (N, Ho//2, Wo//2, O) exactly as ``bias_relu_pool`` defines them (ties to
     the first cell, a NaN wins). The floored row/column of an odd conv output is not computed."""
-    one = K._one(x)
-    zero = one - one
-    for s in prange(x.shape[0]):
-        xp = _padded(x, s, p)
-        for yy in range(out.shape[1]):
-            for xx in range(out.shape[2]):
-                a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
-                for oo in range(wt.shape[1]):
-                    v0 = _taps(a0, a1, a2, b0, b1, b2, c0, c1, c2, wt, oo) + b[oo]
-                    v1 = _taps(a1, a2, a3, b1, b2, b3, c1, c2, c3, wt, oo) + b[oo]
-                    v2 = _taps(b0, b1, b2, c0, c1, c2, d0, d1, d2, wt, oo) + b[oo]
-                    v3 = _taps(b1, b2, b3, c1, c2, c3, d1, d2, d3, wt, oo) + b[oo]
-                    best, a = _relu_max(v0, zero, 0, v1, 1)
-                    best, a = _relu_max(best, zero, a, v2, 2)
-                    best, a = _relu_max(best, zero, a, v3, 3)
-                    out[s, yy, xx, oo] = best
-                    arg[s, yy, xx, oo] = a
+    K.by_threads(conv3x3_bias_relu_pool_ser, conv3x3_bias_relu_pool_par)(x, wt, b, p, out, arg)
 
 
 @njit(cache=True, inline="always")
@@ -242,48 +317,71 @@ def _relu_max(best, zero, a, v, q):
     return (v if take else best), (q if take else a)
 
 
-@njit(parallel=True, cache=True, fastmath={"contract"})
-def relu_pool_conv3x3_weight_grad(x, dy, arg, out, p, dwt, db):
+@njit(cache=True, fastmath={"contract"})
+def _conv3x3_grad_sample(x, dy, arg, out, p, acc, s):
+    """Sample s's partial sums into acc (10, O): rows 0-8 the taps, row 9 the bias."""
+    o = dy.shape[3]
+    one = K._one(x)
+    zero = one - one
+    xp = _padded(x, s, p)
+    for yy in range(dy.shape[1]):
+        for xx in range(dy.shape[2]):
+            a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
+            for oo in range(o):
+                g = dy[s, yy, xx, oo] if out[s, yy, xx, oo] > zero else zero
+                q = arg[s, yy, xx, oo]
+                g0, g1 = (g if q == 0 else zero), (g if q == 1 else zero)
+                g2, g3 = (g if q == 2 else zero), (g if q == 3 else zero)
+                acc[0, oo] += g0 * a0 + g1 * a1 + g2 * b0 + g3 * b1
+                acc[1, oo] += g0 * a1 + g1 * a2 + g2 * b1 + g3 * b2
+                acc[2, oo] += g0 * a2 + g1 * a3 + g2 * b2 + g3 * b3
+                acc[3, oo] += g0 * b0 + g1 * b1 + g2 * c0 + g3 * c1
+                acc[4, oo] += g0 * b1 + g1 * b2 + g2 * c1 + g3 * c2
+                acc[5, oo] += g0 * b2 + g1 * b3 + g2 * c2 + g3 * c3
+                acc[6, oo] += g0 * c0 + g1 * c1 + g2 * d0 + g3 * d1
+                acc[7, oo] += g0 * c1 + g1 * c2 + g2 * d1 + g3 * d2
+                acc[8, oo] += g0 * c2 + g1 * c3 + g2 * d2 + g3 * d3
+                acc[9, oo] += g
+
+
+@njit(cache=True, inline="always")
+def _sum_partials(part, dwt, db):
+    """The per-sample partials (N, 10, O) summed over the batch in float64 into dwt (9, O), db."""
+    for t in range(10):
+        for oo in range(part.shape[2]):
+            total = 0.0
+            for s in range(part.shape[0]):
+                total += part[s, t, oo]
+            if t < 9:
+                dwt[t, oo] = total
+            else:
+                db[oo] = total
+
+
+@njit(cache=True, nogil=True)
+def relu_pool_conv3x3_weight_grad_ser(x, dy, arg, out, p, dwt, db):
+    part = np.zeros((x.shape[0], 10, dy.shape[3]), dtype=x.dtype)
+    for s in range(x.shape[0]):
+        _conv3x3_grad_sample(x, dy, arg, out, p, part[s], s)
+    _sum_partials(part, dwt, db)
+
+
+@njit(parallel=True, cache=True)
+def relu_pool_conv3x3_weight_grad_par(x, dy, arg, out, p, dwt, db):
+    part = np.zeros((x.shape[0], 10, dy.shape[3]), dtype=x.dtype)
+    for s in prange(x.shape[0]):
+        _conv3x3_grad_sample(x, dy, arg, out, p, part[s], s)
+    _sum_partials(part, dwt, db)
+
+
+def relu_pool_conv3x3_weight_grad(x, dy, arg, out, p: int, dwt, db) -> None:
     """Backward of ``conv3x3_bias_relu_pool`` for a layer whose input needs no gradient:
     dwt (9, O), db (O,) from dy (N, Ho//2, Wo//2, O). Cell q of a window gets g = dy where q is
     the window's argmax and the pooled output is > 0, else 0, and adds g times its 9 taps: the
     three zero cells are multiplied through, as the GEMM ``dz^T @ cols`` would (the work the
     FLOP count says). Per-sample partials in x's dtype (Ho*Wo terms at most), summed over the
     batch in float64."""
-    n, o = x.shape[0], dy.shape[3]
-    one = K._one(x)
-    zero = one - one
-    part = np.zeros((n, 10, o), dtype=x.dtype)  # rows 0-8: the taps; row 9: the bias
-    for s in prange(n):
-        xp = _padded(x, s, p)
-        acc = part[s]
-        for yy in range(dy.shape[1]):
-            for xx in range(dy.shape[2]):
-                a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, d0, d1, d2, d3 = _patch(xp, 2 * yy, 2 * xx)
-                for oo in range(o):
-                    g = dy[s, yy, xx, oo] if out[s, yy, xx, oo] > zero else zero
-                    q = arg[s, yy, xx, oo]
-                    g0, g1 = (g if q == 0 else zero), (g if q == 1 else zero)
-                    g2, g3 = (g if q == 2 else zero), (g if q == 3 else zero)
-                    acc[0, oo] += g0 * a0 + g1 * a1 + g2 * b0 + g3 * b1
-                    acc[1, oo] += g0 * a1 + g1 * a2 + g2 * b1 + g3 * b2
-                    acc[2, oo] += g0 * a2 + g1 * a3 + g2 * b2 + g3 * b3
-                    acc[3, oo] += g0 * b0 + g1 * b1 + g2 * c0 + g3 * c1
-                    acc[4, oo] += g0 * b1 + g1 * b2 + g2 * c1 + g3 * c2
-                    acc[5, oo] += g0 * b2 + g1 * b3 + g2 * c2 + g3 * c3
-                    acc[6, oo] += g0 * c0 + g1 * c1 + g2 * d0 + g3 * d1
-                    acc[7, oo] += g0 * c1 + g1 * c2 + g2 * d1 + g3 * d2
-                    acc[8, oo] += g0 * c2 + g1 * c3 + g2 * d2 + g3 * d3
-                    acc[9, oo] += g
-    for t in range(10):
-        for oo in range(o):
-            total = 0.0
-            for s in range(n):
-                total += part[s, t, oo]
-            if t < 9:
-                dwt[t, oo] = total
-            else:
-                db[oo] = total
+    K.by_threads(relu_pool_conv3x3_weight_grad_ser, relu_pool_conv3x3_weight_grad_par)(x, dy, arg, out, p, dwt, db)
 
 
 # ---------------------------------------------------------------------- the GEMMs (named, so profiles split them)

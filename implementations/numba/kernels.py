@@ -12,6 +12,10 @@ mask drawn and applied in one pass.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import numba
 import numpy as np
 from numba import njit, prange, types
@@ -113,7 +117,7 @@ def _bias_act_row(y, b, r, code, one):
         y[r, j] = _act(y[r, j] + b[j], code, one)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bias_act_ser(y, b, code):
     """In place: y (M, O) <- act(y + b); ``code`` NONE is the plain bias add."""
     one = _one(y)
@@ -140,7 +144,7 @@ def _act_rows(x, out, r0, r1, code, one):
             out[r, j] = _act(x[r, j], code, one)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def act_forward_ser(x, code, out):
     """out = act(x) for (M, K) arrays (an activation that follows no parameter layer)."""
     _act_rows(x, out, 0, x.shape[0], code, _one(x))
@@ -163,7 +167,7 @@ def _grad_rows(out, dy, dz, r0, r1, code, one, acc):
             acc[j] += v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def act_grad_bias_ser(out, dy, code, dz, db):
     """Fused: dz = act'(out) * dy for (M, O) arrays (``code`` NONE copies) and
     db = column sums of dz (accumulated in float64)."""
@@ -186,7 +190,7 @@ def act_grad_bias_par(out, dy, code, dz, db):
     db[:] = part.sum(axis=0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sgd_ser(w, g, lr):
     """In place w -= lr * g (C-contiguous, any shape; lr in w's dtype)."""
     wf, gf = w.reshape(-1), g.reshape(-1)
@@ -201,13 +205,46 @@ def sgd_par(w, g, lr):
         wf[i] -= lr * gf[i]
 
 
+_HERE = threading.local()  # .serial: this Python thread runs serial kernels only (``serial_here``)
+
+
+@contextlib.contextmanager
+def serial_here() -> Iterator[None]:
+    """Inside, this Python thread calls only serial twins (``by_threads``, ``pick``): a
+    data-parallel shard (``shards``), or a model at one thread (which so skips asking Numba
+    its thread count, ~9 us, at every kernel call)."""
+    before = getattr(_HERE, "serial", False)
+    _HERE.serial = True
+    try:
+        yield
+    finally:
+        _HERE.serial = before
+
+
+def serial_thread() -> None:
+    """This Python thread, for the rest of its life, calls only serial twins (a shard thread)."""
+    _HERE.serial = True
+
+
+def runs_serial() -> bool:
+    """This Python thread runs serial kernels: inside ``serial_here``, or Numba at one thread."""
+    return getattr(_HERE, "serial", False) or numba.get_num_threads() == 1
+
+
+def by_threads(ser, par):
+    """The serial twin where this thread ``runs_serial``, else the parallel kernel. A shard
+    thread must never reach a parallel kernel: the ``workqueue`` layer may not be entered from
+    two threads at once; the serial twins release the GIL, so the shards run side by side."""
+    return ser if runs_serial() else par
+
+
 def pick(ser, par, a):
     """The serial kernel for small arrays or a single thread, the parallel one otherwise. At one
     thread a ``prange`` loop still pays the launch and loses the vector loop (measured, 1
     pinned thread, data in cache: the MLP's (50, 800) dropout 124 -> 42 us, ``sgd`` on a
     (784, 800) float32 weight 130 -> 87 us; inside an MLP step, where the weights come from
     memory, the two ``sgd`` kernels are within noise: 0.46 + 0.01 against 0.51 ms a step)."""
-    return par if a.size >= PAR_MIN and numba.get_num_threads() > 1 else ser
+    return by_threads(ser, par) if a.size >= PAR_MIN else ser
 
 
 def bias_act(y, b, code: int) -> None:
@@ -246,9 +283,10 @@ def _splitmix64(z):
 
 
 @njit(cache=True, inline="always")
-def _dropout_at(i, base, thresh, scale, zero, xf, of, mf):
-    """Element i: u = top 24 bits of splitmix64(key + i), keep iff u >= rate * 2^24."""
-    u = _splitmix64(base + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+def _dropout_at(i, off, base, thresh, scale, zero, xf, of, mf):
+    """Element i (element i + off of the whole batch): u = top 24 bits of
+    splitmix64(key + (i + off)), keep iff u >= rate * 2^24."""
+    u = _splitmix64(base + np.uint64(i + off) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
     mf[i] = scale if u >= thresh else zero
     of[i] = xf[i] * mf[i]
 
@@ -260,34 +298,37 @@ def _dropout_consts(x, rate, key):
     return np.uint64(key) * np.uint64(0x9E3779B97F4A7C15), thresh, one / (one - rate), one - one
 
 
-@njit(cache=True)
-def dropout_ser(x, rate, key, out, mask):
+@njit(cache=True, nogil=True)
+def dropout_ser(x, rate, key, out, mask, off=0):
     """Counter-based uniforms (splitmix64 of key + index): the same mask whatever the thread
-    count or the kernel (``dropout_par``)."""
+    count or the kernel (``dropout_par``). ``off``: the index of x's first element in the whole
+    batch, so a shard of the batch draws the rows of the whole batch's mask."""
     base, thresh, scale, zero = _dropout_consts(x, rate, key)
     xf, of, mf = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
     for i in range(xf.size):
-        _dropout_at(i, base, thresh, scale, zero, xf, of, mf)
+        _dropout_at(i, off, base, thresh, scale, zero, xf, of, mf)
 
 
 @njit(parallel=True, cache=True)
-def dropout_par(x, rate, key, out, mask):
+def dropout_par(x, rate, key, out, mask, off=0):
     base, thresh, scale, zero = _dropout_consts(x, rate, key)
     xf, of, mf = x.reshape(-1), out.reshape(-1), mask.reshape(-1)
     for i in prange(xf.size):
-        _dropout_at(i, base, thresh, scale, zero, xf, of, mf)
+        _dropout_at(i, off, base, thresh, scale, zero, xf, of, mf)
 
 
-def dropout_forward(x, rate: float, key: int):
-    """Inverted dropout (keep with probability 1 - rate, scale 1/(1 - rate)): (x * mask, mask)."""
+def dropout_forward(x, rate: float, key: int, first_row: int = 0):
+    """Inverted dropout (keep with probability 1 - rate, scale 1/(1 - rate)): (x * mask, mask).
+    ``first_row``: x's first row in the whole batch (a shard's offset)."""
     x = np.ascontiguousarray(x)
     out, mask = np.empty_like(x), np.empty_like(x)
-    pick(dropout_ser, dropout_par, x)(x, x.dtype.type(rate), key, out, mask)
+    off = first_row * (x.size // max(1, x.shape[0]))
+    pick(dropout_ser, dropout_par, x)(x, x.dtype.type(rate), key, out, mask, off)
     return out, mask
 
 
 # ---------------------------------------------------------------------- softmax and losses
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def softmax(z):
     n, k = z.shape
     p = np.empty_like(z)
@@ -302,9 +343,11 @@ def softmax(z):
     return p
 
 
-@njit(cache=True)
-def cross_entropy_from_logits(z, y):
-    """Fused softmax + CE: (mean_n -sum(y log p), dz = (p - y) / N), stable log-sum-exp."""
+@njit(cache=True, nogil=True)
+def cross_entropy_from_logits(z, y, total_n):
+    """Fused softmax + CE over these rows of a batch of ``total_n`` rows (all of it, or a
+    shard): (sum_rows -sum(y log p) / total_n, dz = (p - y) / total_n), stable log-sum-exp.
+    The shards' losses add up to the batch's mean, their dz are the batch's rows."""
     n, k = z.shape
     dz = np.empty_like(z)
     total = 0.0
@@ -317,26 +360,27 @@ def cross_entropy_from_logits(z, y):
         for j in range(k):
             lp = z[r, j] - m - lse
             total -= y[r, j] * lp
-            dz[r, j] = (np.exp(lp) - y[r, j]) / n
-    return total / n, dz
+            dz[r, j] = (np.exp(lp) - y[r, j]) / total_n
+    return total / total_n, dz
 
 
-@njit(cache=True)
-def mse(out, y):
-    """Mean over all elements: (loss, 2 (out - y) / size)."""
+@njit(cache=True, nogil=True)
+def mse(out, y, total_n):
+    """Mean over all elements of a batch of ``total_n`` rows, of which these are all or a shard:
+    (sum of squares / (total_n * k), 2 (out - y) / (total_n * k))."""
     n, k = out.shape
     dout = np.empty_like(out)
-    scale = 2.0 / (n * k)
+    scale = 2.0 / (total_n * k)
     loss = 0.0
     for r in range(n):
         for j in range(k):
             d = out[r, j] - y[r, j]
             loss += d * d
             dout[r, j] = d * scale
-    return loss / (n * k), dout
+    return loss / (total_n * k), dout
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def softmax_backward(p, dp):
     n, k = p.shape
     dz = np.empty_like(p)
@@ -350,48 +394,82 @@ def softmax_backward(p, dp):
 
 
 # ---------------------------------------------------------------------- conv: im2col / col2im
-@njit(parallel=True, cache=True)
-def im2col(x, k, p, cols):
-    """x (N, H, W, C) -> cols (N*Ho*Wo, k*k*C), zero outside the padded border."""
+# Per-sample bodies, each run by a serial (``nogil``) and a parallel twin over the batch;
+# ``by_threads`` chooses.
+@njit(cache=True)
+def _im2col_sample(x, k, p, cols, b):
     n, h, w, c = x.shape
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    for b in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                r = (b * ho + yy) * wo + xx
-                for i in range(k):
-                    sy = yy + i - p
-                    for j in range(k):
-                        sx = xx + j - p
-                        base = (i * k + j) * c
-                        if 0 <= sy < h and 0 <= sx < w:
-                            for ch in range(c):
-                                cols[r, base + ch] = x[b, sy, sx, ch]
-                        else:
-                            for ch in range(c):
-                                cols[r, base + ch] = 0
+    for yy in range(ho):
+        for xx in range(wo):
+            r = (b * ho + yy) * wo + xx
+            for i in range(k):
+                sy = yy + i - p
+                for j in range(k):
+                    sx = xx + j - p
+                    base = (i * k + j) * c
+                    if 0 <= sy < h and 0 <= sx < w:
+                        for ch in range(c):
+                            cols[r, base + ch] = x[b, sy, sx, ch]
+                    else:
+                        for ch in range(c):
+                            cols[r, base + ch] = 0
+
+
+@njit(cache=True, nogil=True)
+def im2col_ser(x, k, p, cols):
+    for b in range(x.shape[0]):
+        _im2col_sample(x, k, p, cols, b)
 
 
 @njit(parallel=True, cache=True)
-def col2im(dcols, n, h, w, c, k, p):
-    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back into dx (N, H, W, C)."""
+def im2col_par(x, k, p, cols):
+    for b in prange(x.shape[0]):
+        _im2col_sample(x, k, p, cols, b)
+
+
+def im2col(x, k: int, p: int, cols) -> None:
+    """x (N, H, W, C) -> cols (N*Ho*Wo, k*k*C), zero outside the padded border."""
+    by_threads(im2col_ser, im2col_par)(x, k, p, cols)
+
+
+@njit(cache=True)
+def _col2im_sample(dcols, k, p, dx, b):
+    """Scatter-add sample b's rows of dcols into dx[b] (zeroed by the caller)."""
+    n, h, w, c = dx.shape
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    dx = np.zeros((n, h, w, c), dtype=dcols.dtype)
-    for b in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                r = (b * ho + yy) * wo + xx
-                for i in range(k):
-                    sy = yy + i - p
-                    if sy < 0 or sy >= h:
+    for yy in range(ho):
+        for xx in range(wo):
+            r = (b * ho + yy) * wo + xx
+            for i in range(k):
+                sy = yy + i - p
+                if sy < 0 or sy >= h:
+                    continue
+                for j in range(k):
+                    sx = xx + j - p
+                    if sx < 0 or sx >= w:
                         continue
-                    for j in range(k):
-                        sx = xx + j - p
-                        if sx < 0 or sx >= w:
-                            continue
-                        base = (i * k + j) * c
-                        for ch in range(c):
-                            dx[b, sy, sx, ch] += dcols[r, base + ch]
+                    base = (i * k + j) * c
+                    for ch in range(c):
+                        dx[b, sy, sx, ch] += dcols[r, base + ch]
+
+
+@njit(cache=True, nogil=True)
+def col2im_ser(dcols, k, p, dx):
+    for b in range(dx.shape[0]):
+        _col2im_sample(dcols, k, p, dx, b)
+
+
+@njit(parallel=True, cache=True)
+def col2im_par(dcols, k, p, dx):
+    for b in prange(dx.shape[0]):
+        _col2im_sample(dcols, k, p, dx, b)
+
+
+def col2im(dcols, n: int, h: int, w: int, c: int, k: int, p: int):
+    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back into dx (N, H, W, C)."""
+    dx = np.zeros((n, h, w, c), dtype=dcols.dtype)
+    by_threads(col2im_ser, col2im_par)(dcols, k, p, dx)
     return dx
 
 
@@ -434,38 +512,68 @@ def conv_im2col_forward(x, wm, b, k: int, p: int):
 
 
 # ---------------------------------------------------------------------- maxpool 2x2
+@njit(cache=True)
+def _maxpool_sample(x, out, arg, b):
+    ho, wo, c = out.shape[1], out.shape[2], out.shape[3]
+    for yy in range(ho):
+        for xx in range(wo):
+            for ch in range(c):
+                best = x[b, 2 * yy, 2 * xx, ch]
+                a = 0
+                for q in range(1, 4):
+                    v = x[b, 2 * yy + q // 2, 2 * xx + q % 2, ch]
+                    if v > best or (v != v and best == best):
+                        best, a = v, q
+                out[b, yy, xx, ch] = best
+                arg[b, yy, xx, ch] = a
+
+
+@njit(cache=True, nogil=True)
+def maxpool_forward_ser(x, out, arg):
+    for b in range(x.shape[0]):
+        _maxpool_sample(x, out, arg, b)
+
+
 @njit(parallel=True, cache=True)
+def maxpool_forward_par(x, out, arg):
+    for b in prange(x.shape[0]):
+        _maxpool_sample(x, out, arg, b)
+
+
 def maxpool_forward(x):
     """2x2 stride 2 floor on (N, H, W, C): (out, arg) with arg 0..3 the window position
     (row-major) of the first maximum; a NaN wins over numbers (the first NaN), as in the reference."""
     n, h, w, c = x.shape
-    ho, wo = h // 2, w // 2
-    out = np.empty((n, ho, wo, c), dtype=x.dtype)
-    arg = np.empty((n, ho, wo, c), dtype=np.int8)
-    for b in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                for ch in range(c):
-                    best = x[b, 2 * yy, 2 * xx, ch]
-                    a = 0
-                    for q in range(1, 4):
-                        v = x[b, 2 * yy + q // 2, 2 * xx + q % 2, ch]
-                        if v > best or (v != v and best == best):
-                            best, a = v, q
-                    out[b, yy, xx, ch] = best
-                    arg[b, yy, xx, ch] = a
+    out = np.empty((n, h // 2, w // 2, c), dtype=x.dtype)
+    arg = np.empty(out.shape, dtype=np.int8)
+    by_threads(maxpool_forward_ser, maxpool_forward_par)(x, out, arg)
     return out, arg
 
 
+@njit(cache=True)
+def _unpool_sample(arg, dy, dx, b):
+    ho, wo, c = dy.shape[1], dy.shape[2], dy.shape[3]
+    for yy in range(ho):
+        for xx in range(wo):
+            for ch in range(c):
+                q = arg[b, yy, xx, ch]
+                dx[b, 2 * yy + q // 2, 2 * xx + q % 2, ch] = dy[b, yy, xx, ch]
+
+
+@njit(cache=True, nogil=True)
+def maxpool_backward_ser(arg, dy, dx):
+    for b in range(dy.shape[0]):
+        _unpool_sample(arg, dy, dx, b)
+
+
 @njit(parallel=True, cache=True)
-def maxpool_backward(arg, dy, h, w):
+def maxpool_backward_par(arg, dy, dx):
+    for b in prange(dy.shape[0]):
+        _unpool_sample(arg, dy, dx, b)
+
+
+def maxpool_backward(arg, dy, h: int, w: int):
     """Route dy (N, Ho, Wo, C) to each window's argmax; floored rows/cols get zero."""
-    n, ho, wo, c = dy.shape
-    dx = np.zeros((n, h, w, c), dtype=dy.dtype)
-    for b in prange(n):
-        for yy in range(ho):
-            for xx in range(wo):
-                for ch in range(c):
-                    q = arg[b, yy, xx, ch]
-                    dx[b, 2 * yy + q // 2, 2 * xx + q % 2, ch] = dy[b, yy, xx, ch]
+    dx = np.zeros((dy.shape[0], h, w, dy.shape[3]), dtype=dy.dtype)
+    by_threads(maxpool_backward_ser, maxpool_backward_par)(arg, dy, dx)
     return dx

@@ -101,13 +101,18 @@ def test_chunked_blocks_match_one_chunk(geom, dtype, monkeypatch):
         assert rel_err(grads[k], grads_ref[k]) <= tol, (k, rel_err(grads[k], grads_ref[k]))
 
 
-def test_chunks_cover_the_batch_in_order_and_one_chunk_at_more_threads(monkeypatch):
-    monkeypatch.setattr(conv_pool.numba, "get_num_threads", lambda: 1)
-    per_sample = conv_pool.CHUNK_BYTES // 10  # 10 samples a chunk
-    assert conv_pool.chunks(25, per_sample) == [(0, 10), (10, 20), (20, 25)]
-    assert conv_pool.chunks(3, 10 * conv_pool.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3)]  # at least one sample
-    monkeypatch.setattr(conv_pool.numba, "get_num_threads", lambda: 2)
+def test_chunks_cover_the_batch_in_equal_parts_where_serial_and_one_chunk_otherwise(monkeypatch):
+    from implementations.numba import kernels as K
+
+    per_sample = conv_pool.CHUNK_BYTES // 10  # 10 samples fill a chunk
+    with K.serial_here():
+        assert conv_pool.chunks(25, per_sample) == [(0, 8), (8, 16), (16, 25)]  # 3 chunks, not 10 + 10 + 5
+        assert conv_pool.chunks(20, per_sample) == [(0, 10), (10, 20)]
+        assert conv_pool.chunks(3, 10 * conv_pool.CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3)]  # at least one sample
+    monkeypatch.setattr(K.numba, "get_num_threads", lambda: 2)  # not serial: a parallel thread
     assert conv_pool.chunks(25, per_sample) == [(0, 25)]
+    monkeypatch.setattr(K.numba, "get_num_threads", lambda: 1)  # Numba at one thread is serial too
+    assert conv_pool.chunks(20, per_sample) == [(0, 10), (10, 20)]
 
 
 def _no_im2col_in_backward(monkeypatch):

@@ -1,0 +1,144 @@
+"""Data parallelism inside one step: at T > 1 threads the batch is split into T shards, and each
+shard's whole forward and backward runs on its own Python thread at one thread (serial ``nogil``
+Numba kernels, single-threaded BLAS GEMMs, the conv blocks chunk by chunk so each stage's output
+is still in its core's cache for the next); the model then adds the shards' gradients.
+
+Why: with one batch and T-thread kernels, every GEMM and every small kernel wakes the other
+threads again, and the small kernels do not scale (the previous 2-thread Numba cnn step spent
+~5 ms of ~19 outside its GEMMs, where the same work took ~3 ms at one thread). A shard is one
+core's uninterrupted stream of work; the cores meet once per step, at the gradient sum.
+
+What must hold for the shards to run side by side: Numba's thread count is per Python thread
+(``numba.set_num_threads``), and each shard runs inside ``kernels.serial_here``, so
+``kernels.by_threads`` picks the serial twins, which release the GIL; OpenBLAS's thread count is process-wide, so it is
+one for the duration of the sharded work (``blas_threads``) and restored after; NumPy's GEMMs
+release the GIL. The ``workqueue`` threading layer is never entered from a shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numba
+
+from . import kernels as K
+
+# A batch is split only when each shard would perform at least this many FLOPs (forward and
+# backward) per parameter: every shard reads every weight and writes a whole gradient, which the
+# gradient sum then reads again, so a shard must do enough work per weight to pay for it.
+# Measured at 2 threads (1 unpinned core each, alternated with the unsharded step): the mlp
+# (5.0 FLOP per parameter and sample) lost at batch 50 (25-row shards, 125 FLOP/param: 5.9-6.1
+# against 4.5-5.5 ms) and won from batch 96 (48 rows, 240: 7.0 against 8.8 ms; batch 256 11.7-12.1
+# against 15.3-18.7 ms); the cnn (142 per sample) wins at batch 50 (17.2-17.7 against 23.7-26.9).
+MIN_FLOPS_PER_PARAM = 200.0
+
+
+def split(n: int, threads: int, flops_per_param: float) -> list[tuple[int, int]]:
+    """[(s0, s1)]: n samples in ``threads`` contiguous shards of near-equal size, in order; one
+    shard (the whole batch) at one thread, or when a shard's work would be under
+    ``MIN_FLOPS_PER_PARAM`` (``flops_per_param``: the model's per sample)."""
+    if threads <= 1 or n < threads or (n // threads) * flops_per_param < MIN_FLOPS_PER_PARAM:
+        return [(0, n)]
+    return [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+
+
+def shards_setting(threads: int) -> str:
+    """What ``settings()`` reports of the sharding at this thread count."""
+    if threads <= 1:
+        return "none (one thread: the whole batch, serial kernels)"
+    return (
+        f"{threads} per batch, one per thread, where each shard performs >= {MIN_FLOPS_PER_PARAM:g} FLOP per "
+        "parameter (serial kernels, 1 BLAS thread each; gradients summed); else the whole batch on "
+        f"{threads}-thread kernels"
+    )
+
+
+def _blas_controllers() -> list:
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process."""
+    from threadpoolctl import ThreadpoolController
+
+    return [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int, controllers: Sequence) -> Iterator[None]:
+    """Every BLAS library in ``controllers`` at ``n`` threads inside, as it was after. OpenBLAS's
+    limit is process-wide and threadpoolctl lets only one Python thread set it (the first that
+    did); from any other thread the call does nothing, which is an error here: shards on a
+    multi-threaded BLAS would fight for the cores."""
+    before = [c.get_num_threads() for c in controllers]
+    for c in controllers:
+        c.set_num_threads(n)
+    try:
+        stuck = [f"{c.internal_api} at {c.get_num_threads()}" for c in controllers if c.get_num_threads() != n]
+        if stuck:
+            raise RuntimeError(f"could not set BLAS to {n} thread(s) from this thread: {', '.join(stuck)}")
+        yield
+    finally:
+        for c, k in zip(controllers, before, strict=True):
+            c.set_num_threads(k)
+
+
+def _shard_thread() -> None:
+    """A pool thread's setup: serial kernels only, and Numba at one thread (a parallel kernel
+    reached by mistake would then still not start a team)."""
+    numba.set_num_threads(1)
+    K.serial_thread()
+
+
+class ShardPool:
+    """Runs one function per shard: shard 0 on the calling thread, the others on T - 1
+    persistent threads, all at one Numba thread and one BLAS thread."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(threads - 1, "nnbench-shard", initializer=_shard_thread)
+        self.blas = _blas_controllers()
+
+    def map(self, fn: Callable[[int], Any], count: int) -> list[Any]:
+        """[fn(0), ..., fn(count - 1)], fn(t) on its own thread. Every shard has finished when
+        this returns or raises (a shard's exception is raised after all have stopped)."""
+        if count > self.threads:
+            raise ValueError(f"{count} shards for {self.threads} threads")
+        with blas_threads(1, self.blas):
+            futures = [self.executor.submit(fn, t) for t in range(1, count)]
+            try:
+                with K.serial_here():
+                    first = fn(0)
+            finally:
+                rest = [f.exception() for f in futures]  # waits for every shard
+            for e in rest:
+                if e is not None:
+                    raise e
+            return [first, *(f.result() for f in futures)]
+
+    def on_each_thread(self, fn: Callable[[], Any]) -> None:
+        """fn() once on each of the pool's threads and once on the calling thread (a profiler
+        to start or stop in each). The barrier keeps a pool thread from taking two calls."""
+        barrier = threading.Barrier(self.threads - 1)
+
+        def task() -> None:
+            barrier.wait(timeout=60)
+            fn()
+
+        futures = [self.executor.submit(task) for _ in range(self.threads - 1)]
+        fn()
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+_POOLS: dict[int, ShardPool] = {}
+
+
+def pool(threads: int) -> ShardPool:
+    """The process's pool for ``threads`` shards (one per thread count, shared by its models)."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ShardPool(threads)
+    return _POOLS[threads]
