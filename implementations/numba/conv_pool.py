@@ -446,7 +446,9 @@ def backward(model, i: int, cache: Cache, dy, grads: dict, ws: Workspace):
     im2col runs again (not for the forward's last chunk while ``cols`` still holds it: at more
     than one thread the whole batch), dW += dz^T @ cols, then dcols = dz @ W over the spent
     cols and ``col2im_into`` into the chunk's samples of dx. db is summed in float64; dW is
-    the GEMM's own result for one chunk, the float64 sum of the chunks' for more."""
+    the GEMM's own result for one chunk, the chunks' results added into the first's for more
+    (in the GEMM's dtype: a float64 sum of a list of them took 0.36 ms of a 2-thread shard's
+    15 ms, for 3-5 terms of similar size)."""
     n, ho, wo, o = cache.z_shape
     x = cache.x
     if cache.direct:
@@ -464,7 +466,7 @@ def backward(model, i: int, cache: Cache, dy, grads: dict, ws: Workspace):
     parts = cache.parts
     cols = _chunk_buffer(ws, (i, "cols"), parts, ho * wo, k * k * c, x.dtype)
     dz = _chunk_buffer(ws, (i, "dz"), parts, ho * wo, o, x.dtype)
-    dws, db = [], np.zeros(o, dtype=np.float64)
+    dw, db = None, np.zeros(o, dtype=np.float64)
     fresh = ws.holds.pop((i, "cols"), None) is cache  # its last chunk's columns are still there
     for s0, s1 in reversed(parts):  # the last chunk first: its columns need no im2col if fresh
         rows = (s1 - s0) * ho * wo
@@ -472,10 +474,14 @@ def backward(model, i: int, cache: Cache, dy, grads: dict, ws: Workspace):
         if not fresh:
             K.im2col(x[s0:s1], k, p, cols[:rows])
         fresh = False
-        dws.append(gemm_weight_grad(cols[:rows], dz[:rows]))
+        part = gemm_weight_grad(cols[:rows], dz[:rows])  # a fresh array
+        if dw is None:
+            dw = part
+        else:
+            dw += part
         if need_dx:
             gemm_input_grad(dz[:rows], wm, cols[:rows])  # dcols over the spent cols, still in cache
             col2im_into(cols[:rows], k, p, dx[s0:s1])
     grads[f"{i}.b"] = db.astype(dy.dtype)
-    grads[f"{i}.W"] = dws[0] if len(dws) == 1 else np.sum(dws, axis=0, dtype=np.float64).astype(dy.dtype)
+    grads[f"{i}.W"] = dw
     return dx

@@ -46,6 +46,18 @@ def split(n: int, threads: int, flops_per_param: float) -> list[tuple[int, int]]
     return [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
 
 
+def balance(sizes: dict[str, int], threads: int) -> list[list[str]]:
+    """The names in ``threads`` groups of near-equal total size (largest first, each to the
+    lightest group): which thread sums and applies which parameters' gradients."""
+    groups: list[list[str]] = [[] for _ in range(threads)]
+    load = [0] * threads
+    for name in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        t = load.index(min(load))
+        groups[t].append(name)
+        load[t] += sizes[name]
+    return groups
+
+
 def shards_setting(threads: int) -> str:
     """What ``settings()`` reports of the sharding at this thread count."""
     if threads <= 1:
@@ -99,22 +111,43 @@ class ShardPool:
         self.executor = ThreadPoolExecutor(threads - 1, "nnbench-shard", initializer=_shard_thread)
         self.blas = _blas_controllers()
 
-    def map(self, fn: Callable[[int], Any], count: int) -> list[Any]:
-        """[fn(0), ..., fn(count - 1)], fn(t) on its own thread. Every shard has finished when
-        this returns or raises (a shard's exception is raised after all have stopped)."""
+    def map(
+        self, fn: Callable[[int], Any], count: int, then: Callable[[int, list[Any]], None] | None = None
+    ) -> list[Any]:
+        """[fn(0), ..., fn(count - 1)], fn(t) on its own thread; with ``then``, each thread then
+        runs then(t, results) once every fn has returned (a barrier between: the shards' second
+        stage, such as each summing and applying its share of the gradients). Every shard has
+        finished when this returns or raises; a shard's own exception is raised, not the broken
+        barrier it leaves the others."""
         if count > self.threads:
             raise ValueError(f"{count} shards for {self.threads} threads")
+        results: list[Any] = [None] * count
+        barrier = threading.Barrier(count) if then is not None else None
+
+        def task(t: int) -> None:
+            try:
+                results[t] = fn(t)
+            except BaseException:
+                if barrier is not None:
+                    barrier.abort()  # the others stop waiting for this shard
+                raise
+            if barrier is not None and then is not None:
+                barrier.wait()
+                then(t, results)
+
         with blas_threads(1, self.blas):
-            futures = [self.executor.submit(fn, t) for t in range(1, count)]
+            futures = [self.executor.submit(task, t) for t in range(1, count)]
+            errors: list[BaseException] = []
             try:
                 with K.serial_here():
-                    first = fn(0)
-            finally:
-                rest = [f.exception() for f in futures]  # waits for every shard
-            for e in rest:
-                if e is not None:
-                    raise e
-            return [first, *(f.result() for f in futures)]
+                    task(0)
+            except BaseException as e:  # noqa: B036 - re-raised below, after every shard stopped
+                errors.append(e)
+            errors += [e for e in (f.exception() for f in futures) if e is not None]  # waits for all
+        own = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+        if errors:
+            raise (own or errors)[0]
+        return results
 
     def on_each_thread(self, fn: Callable[[], Any]) -> None:
         """fn() once on each of the pool's threads and once on the calling thread (a profiler
