@@ -11,7 +11,8 @@ of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads 
 oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.
 The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``). At more
 than one thread a batch with enough work is split into one shard per thread (``shards``): each
-shard's pass runs on its own Python thread with serial ``nogil`` kernels and single-threaded BLAS,
+shard's pass runs on its own Python thread (``implementations.shards``) with serial ``nogil``
+kernels and single-threaded BLAS,
 then the shards' gradients are summed; at one thread every kernel is its serial twin.
 Compilation is kept out of the speed numbers and measured apart by the run, as for every
 backend with an on-disk compile cache: the profiles' ``cache_env = "NUMBA_CACHE_DIR"`` gives
@@ -44,9 +45,9 @@ def settings() -> dict:
     import numpy
 
     from bench.threads import blas_info
+    from implementations.shards import shards_setting
 
     from .model import set_threads
-    from .shards import shards_setting
 
     try:
         layer = numba.threading_layer()

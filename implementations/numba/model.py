@@ -26,10 +26,11 @@ import numpy as np
 from bench.params import check_params
 from bench.spec import ModelSpec
 from bench.threads import configured_threads
+from implementations import shards
 from implementations.base import Model, check_supported
 from implementations.optim import make_adam
 
-from . import conv_pool, shards
+from . import conv_pool
 from . import kernels as K
 
 DEFAULT_THREADING_LAYER = "workqueue"
@@ -55,6 +56,16 @@ def set_threads() -> int:
     return n
 
 
+def _shard_thread() -> None:
+    """A shard thread's setup: serial kernels only (``kernels.by_threads``; the ``workqueue``
+    layer may not be entered from two threads at once), and Numba at one thread there, so a
+    parallel kernel reached by mistake would still not start a team."""
+    import numba
+
+    numba.set_num_threads(1)
+    K.serial_thread()
+
+
 class NumbaModel(Model):
     def __init__(self, spec: ModelSpec, params: dict, dtype: str, seed: int = 0):
         check_supported("numba", spec, dtype)
@@ -75,7 +86,7 @@ class NumbaModel(Model):
         self.adam = make_adam(spec.train)  # None: plain SGD
         # buffers reused across steps, one set per shard (``shards``: one shard per thread)
         self.workspaces = [conv_pool.Workspace() for _ in range(self.threads)]
-        self.shard_pool = shards.pool(self.threads) if self.threads > 1 else None
+        self.shard_pool = shards.pool("numba", self.threads, _shard_thread, K.serial_here) if self.threads > 1 else None
         self.update_shares = shards.balance({k: v.size for k, v in self.w.items()}, self.threads)
         per_sample = spec.flops(1)
         self.flops_per_param = (per_sample["forward"] + per_sample["backward"]) / max(1, spec.num_params())

@@ -31,7 +31,7 @@ def test_breakdown_profiles_every_shard_thread(monkeypatch):
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip(f"Numba's pool has {numba.config.NUMBA_NUM_THREADS} thread(s)")
-    from implementations.numba import shards
+    from implementations import shards
 
     monkeypatch.setattr(shards, "MIN_FLOPS_PER_PARAM", 0.0)
     calls = {}

@@ -16,8 +16,9 @@ import implementations
 from bench.agreement import rel_error
 from bench.params import init_params
 from bench.spec import ModelSpec, preset, random_spec
+from implementations import shards
 from implementations.base import one_hot
-from implementations.numba import conv_pool, shards
+from implementations.numba import conv_pool
 from implementations.numba import kernels as K
 
 NB = implementations.get("numba")
@@ -214,7 +215,7 @@ def test_no_parallel_kernel_runs_in_a_shard(name, monkeypatch):
 def test_a_shards_exception_is_raised_after_every_shard_stopped(second_stage):
     """The failing shard's own error, not the broken barrier it leaves the others; no second
     stage runs; the pool works afterwards."""
-    pool = shards.pool(THREADS)
+    pool = shards.pool("test", THREADS)
     done, combined = [], []
 
     def fn(t):

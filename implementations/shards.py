@@ -1,18 +1,17 @@
-"""Data parallelism inside one step: at T > 1 threads the batch is split into T shards, and each
-shard's whole forward and backward runs on its own Python thread at one thread (serial ``nogil``
-Numba kernels, single-threaded BLAS GEMMs, the conv blocks chunk by chunk so each stage's output
-is still in its core's cache for the next); the model then adds the shards' gradients.
+"""Data parallelism inside one step, for the CPU backends that run their own passes (NumPy,
+Numba): at T > 1 threads the batch is split into T shards (``split``), each shard's whole forward
+and backward runs on its own Python thread with single-threaded BLAS, and the shards' gradients
+are summed, each thread summing and applying its share (``balance``) after a barrier.
 
-Why: with one batch and T-thread kernels, every GEMM and every small kernel wakes the other
-threads again, and the small kernels do not scale (the previous 2-thread Numba cnn step spent
-~5 ms of ~19 outside its GEMMs, where the same work took ~3 ms at one thread). A shard is one
-core's uninterrupted stream of work; the cores meet once per step, at the gradient sum.
+Why: with one batch on T-thread kernels, every GEMM and every small kernel wakes the other
+threads again, and the small kernels (NumPy's own ops run on one thread at any thread count) do
+not scale. A shard is one core's uninterrupted stream of work; the cores meet once per step.
 
-What must hold for the shards to run side by side: Numba's thread count is per Python thread
-(``numba.set_num_threads``), and each shard runs inside ``kernels.serial_here``, so
-``kernels.by_threads`` picks the serial twins, which release the GIL; OpenBLAS's thread count is process-wide, so it is
-one for the duration of the sharded work (``blas_threads``) and restored after; NumPy's GEMMs
-release the GIL. The ``workqueue`` threading layer is never entered from a shard.
+What must hold for the shards to run side by side: their kernels release the GIL (NumPy's ufuncs
+and GEMMs do; Numba's serial twins are ``nogil``); OpenBLAS's thread count is process-wide, so it
+is one for the duration of the sharded work (``blas_threads``) and restored after; a backend's
+per-thread state is set by the pool's ``setup`` (its threads) and ``here`` (the calling thread's
+shard), e.g. Numba's serial kernels.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import numba
-
-from . import kernels as K
 
 # A batch is split only when each shard would perform at least this many FLOPs (forward and
 # backward) per parameter: every shard reads every weight and writes a whole gradient, which the
@@ -95,20 +90,19 @@ def blas_threads(n: int, controllers: Sequence) -> Iterator[None]:
             c.set_num_threads(k)
 
 
-def _shard_thread() -> None:
-    """A pool thread's setup: serial kernels only, and Numba at one thread (a parallel kernel
-    reached by mistake would then still not start a team)."""
-    numba.set_num_threads(1)
-    K.serial_thread()
-
-
 class ShardPool:
-    """Runs one function per shard: shard 0 on the calling thread, the others on T - 1
-    persistent threads, all at one Numba thread and one BLAS thread."""
+    """Runs one function per shard: shard 0 on the calling thread (inside ``here()``), the
+    others on T - 1 persistent threads (each set up once by ``setup()``), all at one BLAS
+    thread."""
 
-    def __init__(self, threads: int):
-        self.threads = threads
-        self.executor = ThreadPoolExecutor(threads - 1, "nnbench-shard", initializer=_shard_thread)
+    def __init__(
+        self,
+        threads: int,
+        setup: Callable[[], None] | None = None,
+        here: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    ):
+        self.threads, self.here = threads, here
+        self.executor = ThreadPoolExecutor(threads - 1, "nnbench-shard", initializer=setup)
         self.blas = _blas_controllers()
 
     def map(
@@ -139,7 +133,7 @@ class ShardPool:
             futures = [self.executor.submit(task, t) for t in range(1, count)]
             errors: list[BaseException] = []
             try:
-                with K.serial_here():
+                with self.here():
                     task(0)
             except BaseException as e:  # noqa: B036 - re-raised below, after every shard stopped
                 errors.append(e)
@@ -167,11 +161,17 @@ class ShardPool:
         self.executor.shutdown(wait=True)
 
 
-_POOLS: dict[int, ShardPool] = {}
+_POOLS: dict[tuple[str, int], ShardPool] = {}
 
 
-def pool(threads: int) -> ShardPool:
-    """The process's pool for ``threads`` shards (one per thread count, shared by its models)."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ShardPool(threads)
-    return _POOLS[threads]
+def pool(
+    backend: str,
+    threads: int,
+    setup: Callable[[], None] | None = None,
+    here: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> ShardPool:
+    """The process's pool of ``threads`` shards for ``backend`` (made once, shared by its models)."""
+    key = (backend, threads)
+    if key not in _POOLS:
+        _POOLS[key] = ShardPool(threads, setup, here)
+    return _POOLS[key]
