@@ -22,23 +22,23 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-# A batch is split only when each shard would perform at least this many FLOPs (forward and
-# backward) per parameter: every shard reads every weight and writes a whole gradient, which the
-# gradient sum then reads again, so a shard must do enough work per weight to pay for it.
-# Measured at 2 threads (1 unpinned core each, alternated with the unsharded step): the mlp
-# (5.0 FLOP per parameter and sample) lost at batch 50 (25-row shards, 125 FLOP/param: 5.9-6.1
-# against 4.5-5.5 ms) and won from batch 96 (48 rows, 240: 7.0 against 8.8 ms; batch 256 11.7-12.1
-# against 15.3-18.7 ms); the cnn (142 per sample) wins at batch 50 (17.2-17.7 against 23.7-26.9).
-MIN_FLOPS_PER_PARAM = 200.0
 
-
-def split(n: int, threads: int, flops_per_param: float) -> list[tuple[int, int]]:
+def split(n: int, threads: int, flops_per_param: float, min_flops_per_param: float) -> list[tuple[int, int]]:
     """[(s0, s1)]: n samples in ``threads`` contiguous shards of near-equal size, in order; one
-    shard (the whole batch) at one thread, or when a shard's work would be under
-    ``MIN_FLOPS_PER_PARAM`` (``flops_per_param``: the model's per sample)."""
-    if threads <= 1 or n < threads or (n // threads) * flops_per_param < MIN_FLOPS_PER_PARAM:
+    shard (the whole batch) at one thread, with fewer samples than threads, or when a shard
+    would perform under ``min_flops_per_param`` FLOPs (forward and backward) per parameter
+    (``flops_per_param``: the model's per sample). Every shard reads every weight and writes a
+    whole gradient, which the gradient sum then reads again: a shard must do enough work per
+    weight to pay for that (each backend measures its own threshold)."""
+    if threads <= 1 or n < threads or (n // threads) * flops_per_param < min_flops_per_param:
         return [(0, n)]
     return [(n * t // threads, n * (t + 1) // threads) for t in range(threads)]
+
+
+def flops_per_param(spec) -> float:
+    """The spec's forward + backward FLOPs per parameter and sample (``split``'s measure)."""
+    per_sample = spec.flops(1)
+    return (per_sample["forward"] + per_sample["backward"]) / max(1, spec.num_params())
 
 
 def balance(sizes: dict[str, int], threads: int) -> list[list[str]]:
@@ -53,14 +53,14 @@ def balance(sizes: dict[str, int], threads: int) -> list[list[str]]:
     return groups
 
 
-def shards_setting(threads: int) -> str:
-    """What ``settings()`` reports of the sharding at this thread count."""
+def shards_setting(threads: int, min_flops_per_param: float) -> str:
+    """What a backend's ``settings()`` reports of its sharding at this thread count."""
     if threads <= 1:
-        return "none (one thread: the whole batch, serial kernels)"
+        return "none (one thread: the whole batch on one thread)"
     return (
-        f"{threads} per batch, one per thread, where each shard performs >= {MIN_FLOPS_PER_PARAM:g} FLOP per "
-        "parameter (serial kernels, 1 BLAS thread each; gradients summed); else the whole batch on "
-        f"{threads}-thread kernels"
+        f"{threads} per batch, one per thread, where each shard performs >= {min_flops_per_param:g} FLOP per "
+        "parameter (1 BLAS thread each; gradients summed); else the whole batch on "
+        f"{threads}-thread BLAS"
     )
 
 

@@ -47,7 +47,7 @@ def settings() -> dict:
     from bench.threads import blas_info
     from implementations.shards import shards_setting
 
-    from .model import set_threads
+    from .model import SHARD_MIN_FLOPS, set_threads
 
     try:
         layer = numba.threading_layer()
@@ -58,7 +58,7 @@ def settings() -> dict:
         "device": "cpu",
         "layout": "NHWC internal; conv = im2col (numba) + GEMM (numpy BLAS), conv+relu+pool fused",
         "numba_threads": set_threads(),
-        "shards": shards_setting(set_threads()),
+        "shards": shards_setting(set_threads(), SHARD_MIN_FLOPS),
         "threading_layer": layer,
         **blas_info(),
     }

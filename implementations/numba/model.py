@@ -35,6 +35,14 @@ from . import kernels as K
 
 DEFAULT_THREADING_LAYER = "workqueue"
 
+# At T > 1 threads a batch runs as T shards when each shard performs at least this many FLOPs
+# per parameter (``shards.split``). Measured at 2 threads (unpinned, alternated with the
+# unsharded step, 2026-12-04, a Zen 4 EPYC): the mlp (5.0 FLOP per parameter and sample) lost
+# at batch 50 (25-row shards, 125 FLOP/param: 5.9-6.1 against 4.5-5.5 ms) and won from batch 96
+# (48 rows, 240: 7.0 against 8.8 ms; batch 256 11.7-12.1 against 15.3-18.7 ms); the cnn (142 per
+# sample) wins at batch 50 (17.2-17.7 against 23.7-26.9 ms).
+SHARD_MIN_FLOPS = 200.0
+
 
 def set_threads() -> int:
     """Numba's thread count from the harness setting (capped by the pool size fixed at
@@ -88,8 +96,7 @@ class NumbaModel(Model):
         self.workspaces = [conv_pool.Workspace() for _ in range(self.threads)]
         self.shard_pool = shards.pool("numba", self.threads, _shard_thread, K.serial_here) if self.threads > 1 else None
         self.update_shares = shards.balance({k: v.size for k, v in self.w.items()}, self.threads)
-        per_sample = spec.flops(1)
-        self.flops_per_param = (per_sample["forward"] + per_sample["backward"]) / max(1, spec.num_params())
+        self.flops_per_param = shards.flops_per_param(spec)
 
     # ------------------------------------------------------------------ forward
     def _param_forward(self, i: int, x, code: int):
@@ -227,7 +234,7 @@ class NumbaModel(Model):
         """[((s0, s1), Shard)]: the batch's shards (``shards.split``), each with its workspace,
         all with the same dropout keys (a shard draws its rows of the batch's masks)."""
         key0 = self._dropout_keys(train)
-        parts = shards.split(n, self.threads, self.flops_per_param)
+        parts = shards.split(n, self.threads, self.flops_per_param, SHARD_MIN_FLOPS)
         return [((s0, s1), Shard(self.workspaces[t], key0, s0)) for t, (s0, s1) in enumerate(parts)]
 
     def _one_thread(self):

@@ -24,9 +24,26 @@ def build(spec, params, dtype: str = "float32", seed: int = 0):
     return XpModel(spec, params, dtype, seed=seed)
 
 
+def reference(spec, params, dtype: str = "float64"):
+    """The reference every implementation is compared with: this model at one thread, so the
+    batch is never split into shards (its sums run in one order at any thread count)."""
+    from .model import XpModel
+
+    return XpModel(spec, params, dtype, threads=1)
+
+
 def settings() -> dict:
     import numpy
 
-    from bench.threads import blas_info
+    from bench.threads import blas_info, configured_threads
+    from implementations.shards import shards_setting
 
-    return {"library": f"numpy {numpy.__version__}", "device": "cpu", "layout": "NHWC internal", **blas_info()}
+    from .model import SHARD_MIN_FLOPS
+
+    return {
+        "library": f"numpy {numpy.__version__}",
+        "device": "cpu",
+        "layout": "NHWC internal",
+        "shards": shards_setting(configured_threads(), SHARD_MIN_FLOPS),
+        **blas_info(),
+    }

@@ -16,10 +16,20 @@ import numpy as np
 
 from bench.params import check_params
 from bench.spec import ModelSpec
+from bench.threads import configured_threads
+from implementations import shards
 from implementations.base import Model, check_supported, to_host
 from implementations.optim import make_adam
 
 from . import cnn, mlp
+
+# At T > 1 threads a batch runs as T shards when each shard performs at least this many FLOPs
+# per parameter (``shards.split``). Measured at 2 threads (unpinned, alternated with the
+# unsharded step, 2026-12-04, a Zen 4 EPYC): the cnn (142 FLOP per parameter and sample) gains at
+# batch 50 (25-sample shards: 21.3-23.1 against 28.4-30.6 ms) and 256 (133-137 against 206-233);
+# the mlp (5.0) does not (batch 96, 240 FLOP/param: 6.9-7.5 against 5.7-6.8 ms; batch 256, 640:
+# 12.1-12.5 against 12.4-12.6), its big GEMMs already on both cores through BLAS.
+SHARD_MIN_FLOPS = 1000.0
 
 
 class XpModel(Model):
@@ -27,7 +37,9 @@ class XpModel(Model):
 
     backend = "numpy"
 
-    def __init__(self, spec: ModelSpec, params: dict, dtype: str, xp: Any = np, seed: int = 0):
+    def __init__(
+        self, spec: ModelSpec, params: dict, dtype: str, xp: Any = np, seed: int = 0, threads: int | None = None
+    ):
         check_supported(self.backend, spec, dtype)
         check_params(spec, params)
         self.spec, self.dtype, self.xp = spec, dtype, xp
@@ -46,6 +58,13 @@ class XpModel(Model):
         # to receive (the MLP's first dense follows a flatten: its input gradient, a
         # (N, 800) @ (800, 784) GEMM, was 15 % of the NumPy MLP's step at 1 thread)
         self.first_param = spec.first_param_layer
+        # NumPy at T > 1 threads: batches with enough work run as T data-parallel shards
+        # (``implementations.shards``): NumPy's own ops run on one thread at any thread count,
+        # so the shards are what puts them on every core. CuPy (and CuPy's code on NumPy) never.
+        self.threads = (threads or configured_threads()) if self.backend == "numpy" and xp is np else 1
+        self.shard_pool = shards.pool("numpy", self.threads) if self.threads > 1 else None
+        self.flops_per_param = shards.flops_per_param(spec)
+        self.update_shares = shards.balance({k: int(v.size) for k, v in self.w.items()}, self.threads)
 
     # ------------------------------------------------------------------ conversions
     def _to_internal(self, x):
@@ -65,9 +84,10 @@ class XpModel(Model):
         return np.ascontiguousarray(out)
 
     # ------------------------------------------------------------------ passes
-    def _forward(self, x, train: bool):
+    def _forward(self, x, train: bool, masks: dict | None = None):
         """Run every layer; returns (output, caches, logits). ``caches[i]`` is what layer i's
-        backward needs. The last softmax is not applied to ``logits``."""
+        backward needs. The last softmax is not applied to ``logits``. ``masks``: dropout
+        layer -> its mask for these rows (a shard's), else drawn here."""
         caches: list[Any] = []
         logits = None
         for i, layer in enumerate(self.layers):
@@ -94,7 +114,7 @@ class XpModel(Model):
                 x = x.reshape(x.shape[0], -1)
             elif kind == "dropout":
                 if train and layer.rate > 0:
-                    cache = mlp.dropout_mask(self.rng, x.shape, layer.rate, x.dtype)
+                    cache = masks[i] if masks is not None else mlp.dropout_mask(self.rng, x.shape, layer.rate, x.dtype)
                     x = x * cache
             elif kind == "softmax":
                 logits = x
@@ -156,14 +176,60 @@ class XpModel(Model):
         return grads
 
     def _step(self, x, y, train: bool, lr: float | None):
+        parts = self._shards(len(x))
+        if len(parts) > 1:
+            return self._sharded_step(x, y, train, lr, parts)
         out, caches, logits = self._forward(x, train)
         loss, dy, done = self._loss(out, logits, y)
         grads = self._backward(caches, out, dy, done)
-        if lr is not None:
-            for name, g in grads.items():  # in place, no temporary: g is scaled then subtracted
-                g *= lr
-                self.w[name] -= g
+        for name in grads:
+            self._sgd(name, grads[name], lr)
         return loss, grads
+
+    def _sgd(self, name: str, g, lr: float | None) -> None:
+        if lr is not None:  # in place, no temporary: g is scaled then subtracted
+            g *= lr
+            self.w[name] -= g
+
+    def _shards(self, n: int) -> list[tuple[int, int]]:
+        if self.shard_pool is None:
+            return [(0, n)]
+        return shards.split(n, self.threads, self.flops_per_param, SHARD_MIN_FLOPS)
+
+    def _masks(self, n: int) -> dict[int, Any]:
+        """The whole batch's dropout masks, drawn in layer order with the whole batch's shapes:
+        what the unsharded forward draws (NHWC inside: (C, H, W) -> (H, W, C))."""
+        masks = {}
+        for i, layer in enumerate(self.layers):
+            if layer.type == "dropout" and layer.rate > 0:
+                shape = self.in_shapes[i]
+                inner = (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)
+                masks[i] = mlp.dropout_mask(self.rng, (n, *inner), layer.rate, self.dtype)
+        return masks
+
+    def _sharded_step(self, x, y, train: bool, lr: float | None, parts: list[tuple[int, int]]):
+        """The batch as data-parallel shards, one per thread: each shard's loss and gradient
+        are its share of the batch's mean (dy scaled by its rows / N); then each thread sums
+        and applies its share of the gradients."""
+        n, masks = len(x), (self._masks(len(x)) if train else {})
+
+        def run(t: int):
+            s0, s1 = parts[t]
+            out, caches, logits = self._forward(x[s0:s1], train, {i: m[s0:s1] for i, m in masks.items()})
+            loss, dy, done = self._loss(out, logits, y[s0:s1])
+            share = (s1 - s0) / n
+            dy *= self.xp.asarray(share, dtype=dy.dtype)  # a fresh array from the loss
+            return loss * share, self._backward(caches, out, dy, done)
+
+        def combine(t: int, results: list) -> None:
+            grads = results[0][1]
+            for name in self.update_shares[t]:
+                for _, other in results[1:]:
+                    grads[name] += other[name]
+                self._sgd(name, grads[name], lr)
+
+        results = self.shard_pool.map(run, len(parts), combine)
+        return sum(loss for loss, _ in results), results[0][1]
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -200,7 +266,11 @@ class XpModel(Model):
         return self._to_internal(x)
 
     def device_forward(self, x):
-        return self._forward(x, train=False)[0]  # (N, classes) on xp
+        parts = self._shards(len(x))
+        if len(parts) == 1:
+            return self._forward(x, train=False)[0]  # (N, classes) on xp
+        outs = self.shard_pool.map(lambda t: self._forward(x[parts[t][0] : parts[t][1]], False)[0], len(parts))
+        return np.concatenate(outs)
 
     def device_loss_and_grads(self, x, y):
         return self._step(x, y, False, None)  # gradients in the internal layout (HWIO kernels)

@@ -31,9 +31,9 @@ def test_breakdown_profiles_every_shard_thread(monkeypatch):
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip(f"Numba's pool has {numba.config.NUMBA_NUM_THREADS} thread(s)")
-    from implementations import shards
+    from implementations.numba import model
 
-    monkeypatch.setattr(shards, "MIN_FLOPS_PER_PARAM", 0.0)
+    monkeypatch.setattr(model, "SHARD_MIN_FLOPS", 0.0)
     calls = {}
     for threads in (2, 1):
         monkeypatch.setenv("NNBENCH_THREADS", str(threads))
