@@ -53,6 +53,25 @@ def balance(sizes: dict[str, int], threads: int) -> list[list[str]]:
     return groups
 
 
+def sum_and_apply(results: list, names: list[str], apply: Callable[[str, Any], None]) -> None:
+    """One thread's second stage of a sharded step (``ShardPool.map``'s ``then``): for each of
+    its ``names``, every shard's gradient added into shard 0's (results are the shards' (loss,
+    grads) pairs, their arrays fresh), then ``apply(name, the sum)`` (the update)."""
+    grads = results[0][1]
+    for name in names:
+        for _, other in results[1:]:
+            grads[name] += other[name]
+        apply(name, grads[name])
+
+
+def on_each_thread(pool: ShardPool | None, fn: Callable[[], Any]) -> None:
+    """fn() on each thread a model computes on: its pool's and this one, or this one alone."""
+    if pool is None:
+        fn()
+    else:
+        pool.on_each_thread(fn)
+
+
 def shards_setting(threads: int, min_flops_per_param: float) -> str:
     """What a backend's ``settings()`` reports of its sharding at this thread count."""
     if threads <= 1:

@@ -11,7 +11,7 @@ argmax cell gets ``dy`` where the pooled output is > 0, the three other cells an
 floored rows/columns get 0) and adds to the bias gradient; im2col again (the forward keeps
 only its input; ``cols`` still holds the forward's last chunk, so that one is not rebuilt);
 ``dW += dz^T @ cols``; and, unless the layer is the first, ``dcols = dz @ W`` written over
-the spent ``cols`` and the gather-form ``col2im_into`` (each input pixel sums its k*k taps:
+the spent ``cols`` and the gather-form ``kernels.col2im_into`` (each input pixel sums its k*k taps:
 no zeroing pass, no scatter). A 3x3 conv on one input channel whose input needs no gradient
 (the first layer) skips im2col and the GEMM: ``conv3x3_bias_relu_pool`` computes each pool
 window's four cells from its 4x4 input patch, and ``relu_pool_conv3x3_weight_grad`` its
@@ -188,46 +188,6 @@ def pool_relu_grad_bias(dy, arg, out, dz, db) -> None:
     cell where out > 0, else 0 (floored rows/cols too); adds the sum of dz over these N
     samples to db (float64, so a batch run chunk by chunk sums as one)."""
     K.by_threads(pool_relu_grad_bias_ser, pool_relu_grad_bias_par)(dy, arg, out, dz, db)
-
-
-@njit(cache=True)
-def _col2im_gather_sample(dcols, k, p, dx, s):
-    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
-    ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    for yy in range(h):
-        for xx in range(w):
-            for ch in range(c):
-                dx[s, yy, xx, ch] = 0
-            for i in range(k):
-                oy = yy - i + p
-                if oy < 0 or oy >= ho:
-                    continue
-                for j in range(k):
-                    ox = xx - j + p
-                    if ox < 0 or ox >= wo:
-                        continue
-                    r = (s * ho + oy) * wo + ox
-                    base = (i * k + j) * c
-                    for ch in range(c):
-                        dx[s, yy, xx, ch] += dcols[r, base + ch]
-
-
-@njit(cache=True, nogil=True)
-def col2im_into_ser(dcols, k, p, dx):
-    for s in range(dx.shape[0]):
-        _col2im_gather_sample(dcols, k, p, dx, s)
-
-
-@njit(parallel=True, cache=True)
-def col2im_into_par(dcols, k, p, dx):
-    for s in prange(dx.shape[0]):
-        _col2im_gather_sample(dcols, k, p, dx, s)
-
-
-def col2im_into(dcols, k: int, p: int, dx) -> None:
-    """Adjoint of ``kernels.im2col`` written as a gather: dx (N, H, W, C)[y, x] = sum over
-    the k*k taps (i, j) of dcols[row of output (y - i + p, x - j + p), tap (i, j)]."""
-    K.by_threads(col2im_into_ser, col2im_into_par)(dcols, k, p, dx)
 
 
 # ---------------------------------------------------------------------- direct 3x3 kernels, one input channel
@@ -481,7 +441,7 @@ def backward(model, i: int, cache: Cache, dy, grads: dict, ws: Workspace):
             dw += part
         if need_dx:
             gemm_input_grad(dz[:rows], wm, cols[:rows])  # dcols over the spent cols, still in cache
-            col2im_into(cols[:rows], k, p, dx[s0:s1])
+            K.col2im_into(cols[:rows], k, p, dx[s0:s1])
     grads[f"{i}.b"] = db.astype(dy.dtype)
     grads[f"{i}.W"] = dw
     return dx

@@ -434,42 +434,49 @@ def im2col(x, k: int, p: int, cols) -> None:
 
 
 @njit(cache=True)
-def _col2im_sample(dcols, k, p, dx, b):
-    """Scatter-add sample b's rows of dcols into dx[b] (zeroed by the caller)."""
-    n, h, w, c = dx.shape
+def _col2im_gather_sample(dcols, k, p, dx, s):
+    h, w, c = dx.shape[1], dx.shape[2], dx.shape[3]
     ho, wo = h + 2 * p - k + 1, w + 2 * p - k + 1
-    for yy in range(ho):
-        for xx in range(wo):
-            r = (b * ho + yy) * wo + xx
+    for yy in range(h):
+        for xx in range(w):
+            for ch in range(c):
+                dx[s, yy, xx, ch] = 0
             for i in range(k):
-                sy = yy + i - p
-                if sy < 0 or sy >= h:
+                oy = yy - i + p
+                if oy < 0 or oy >= ho:
                     continue
                 for j in range(k):
-                    sx = xx + j - p
-                    if sx < 0 or sx >= w:
+                    ox = xx - j + p
+                    if ox < 0 or ox >= wo:
                         continue
+                    r = (s * ho + oy) * wo + ox
                     base = (i * k + j) * c
                     for ch in range(c):
-                        dx[b, sy, sx, ch] += dcols[r, base + ch]
+                        dx[s, yy, xx, ch] += dcols[r, base + ch]
 
 
 @njit(cache=True, nogil=True)
-def col2im_ser(dcols, k, p, dx):
-    for b in range(dx.shape[0]):
-        _col2im_sample(dcols, k, p, dx, b)
+def col2im_into_ser(dcols, k, p, dx):
+    for s in range(dx.shape[0]):
+        _col2im_gather_sample(dcols, k, p, dx, s)
 
 
 @njit(parallel=True, cache=True)
-def col2im_par(dcols, k, p, dx):
-    for b in prange(dx.shape[0]):
-        _col2im_sample(dcols, k, p, dx, b)
+def col2im_into_par(dcols, k, p, dx):
+    for s in prange(dx.shape[0]):
+        _col2im_gather_sample(dcols, k, p, dx, s)
+
+
+def col2im_into(dcols, k: int, p: int, dx) -> None:
+    """Adjoint of ``kernels.im2col`` written as a gather: dx (N, H, W, C)[y, x] = sum over
+    the k*k taps (i, j) of dcols[row of output (y - i + p, x - j + p), tap (i, j)]."""
+    by_threads(col2im_into_ser, col2im_into_par)(dcols, k, p, dx)
 
 
 def col2im(dcols, n: int, h: int, w: int, c: int, k: int, p: int):
-    """Adjoint of ``im2col``: scatter-add (N*Ho*Wo, k*k*C) back into dx (N, H, W, C)."""
-    dx = np.zeros((n, h, w, c), dtype=dcols.dtype)
-    by_threads(col2im_ser, col2im_par)(dcols, k, p, dx)
+    """Adjoint of ``im2col``: (N*Ho*Wo, k*k*C) summed back into a new dx (N, H, W, C)."""
+    dx = np.empty((n, h, w, c), dtype=dcols.dtype)
+    col2im_into(dcols, k, p, dx)
     return dx
 
 

@@ -260,14 +260,8 @@ class NumbaModel(Model):
             (s0, s1), shard = parts[t]
             return self._pass(x[s0:s1], y[s0:s1], train, shard, len(x))
 
-        def combine(t: int, results: list) -> None:
-            """Thread t sums its share of the gradients into shard 0's (fresh arrays) and
-            applies them: the update runs on every core, with no second handoff."""
-            grads = results[0][1]
-            for name in self.update_shares[t]:
-                for _, other in results[1:]:
-                    grads[name] += other[name]
-                self._sgd(name, grads[name], lr)
+        def combine(t: int, results: list) -> None:  # the update on every core, no second handoff
+            shards.sum_and_apply(results, self.update_shares[t], lambda name, g: self._sgd(name, g, lr))
 
         results = self.shard_pool.map(run, len(parts), combine)
         return sum(loss for loss, _ in results), results[0][1]
@@ -332,10 +326,7 @@ class NumbaModel(Model):
 
     def on_each_thread(self, fn) -> None:
         """fn() on each Python thread this model computes on (``bench layers`` profiles each)."""
-        if self.shard_pool is None:
-            fn()
-        else:
-            self.shard_pool.on_each_thread(fn)
+        shards.on_each_thread(self.shard_pool, fn)
 
     def train_step(self, x, y) -> None:
         if self.adam is None:

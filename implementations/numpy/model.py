@@ -222,11 +222,7 @@ class XpModel(Model):
             return loss * share, self._backward(caches, out, dy, done)
 
         def combine(t: int, results: list) -> None:
-            grads = results[0][1]
-            for name in self.update_shares[t]:
-                for _, other in results[1:]:
-                    grads[name] += other[name]
-                self._sgd(name, grads[name], lr)
+            shards.sum_and_apply(results, self.update_shares[t], lambda name, g: self._sgd(name, g, lr))
 
         results = self.shard_pool.map(run, len(parts), combine)
         return sum(loss for loss, _ in results), results[0][1]
@@ -281,6 +277,10 @@ class XpModel(Model):
         loss, grads = self._step(self._to_internal(x), self.xp.asarray(y, dtype=self.dtype), False, None)
         self.adam.update(self.w, grads)
         return float(loss)
+
+    def on_each_thread(self, fn) -> None:
+        """fn() on each Python thread this model computes on (``bench layers`` profiles each)."""
+        shards.on_each_thread(self.shard_pool, fn)
 
     def train_step(self, x, y) -> None:
         if self.adam is None:
