@@ -168,8 +168,10 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
             "Median and IQR per call; `speedup_vs_numpy`: per-sample throughput against NumPy at the same "
             "batch size; `x_vs_pure_python_b1`: per-sample throughput at this case's batch size against "
             "pure Python at batch 1 (not the same batch: the ratio includes what batching gains); both within "
-            "this run, from the case's median of process medians. `frac_peak`: GFLOP/s against the in-run "
-            "GEMM peak in the case's dtype; `validated` = agreement passed.",
+            "this run, from the case's median of process medians. `gflops`: the FLOPs the implementation "
+            "performs (direct convolutions; Numba's Winograd blocks count their transforms and 16 GEMMs, "
+            "about 2.3x fewer) per second; `frac_peak`: that against the in-run GEMM peak in the case's "
+            "dtype; `validated` = agreement passed.",
             speed_table(frames),
         )
     )

@@ -234,7 +234,7 @@ class Case:
         import os
 
         load = os.getloadavg()[0]  # 1-minute load average, sampled right after the timed rounds
-        fl = self.spec.flops(b)
+        fl = self.model.flops(b) if hasattr(self.model, "flops") else self.spec.flops(b)  # what it performs
         flops = sum(fl[k] for k in PHASE_FLOPS.get(phase, ("train_step",)))
         return self.record(
             "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,

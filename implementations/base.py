@@ -84,6 +84,12 @@ class Model(abc.ABC):
         ``loss_and_grads``' loss, and the gradients are its gradients, each possibly transposed."""
         raise NotImplementedError(f"{type(self).__name__} has no device_loss_and_grads")
 
+    def flops(self, batch: int) -> dict[str, int]:
+        """The FLOPs each phase performs on a batch (``ModelSpec.flops``: direct convolutions);
+        a backend whose algorithm performs other work (Numba's Winograd convolutions) says so
+        here, and the harness's GFLOP/s and share of the GEMM peak use it."""
+        return self.spec.flops(batch)
+
     def sync(self) -> None:  # noqa: B027 - deliberately a no-op default, not abstract
         """Wait for queued device work (no-op on CPU backends)."""
 

@@ -98,6 +98,11 @@ class NumbaModel(Model):
         self.update_shares = shards.balance({k: v.size for k, v in self.w.items()}, self.threads)
         self.flops_per_param = shards.flops_per_param(spec)
 
+    def flops(self, batch: int) -> dict[str, int]:
+        """What each phase performs: the Winograd blocks' GEMMs and transforms, not direct
+        convolutions (``conv_pool.performed_flops``)."""
+        return conv_pool.performed_flops(self, batch)
+
     # ------------------------------------------------------------------ forward
     def _param_forward(self, i: int, x, code: int):
         """dense/conv layer i with activation ``code`` fused: (output, cache)."""

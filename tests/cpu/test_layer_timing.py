@@ -8,8 +8,11 @@ def test_breakdown_names_the_fused_numba_kernels():
     rows, threads = layer_timing.breakdown("numba", "cnn", batch=2, dtype="float32", steps=1, top=50)
     assert rows[0][0].startswith("step") and rows[0][1] > 0 and threads >= 1
     labels = " ".join(r[0] for r in rows)
-    blocks = ("gemm_forward", "gemm_weight_grad", "gemm_input_grad", "bias_relu_pool", "pool_relu_grad_bias")
-    for name in (*blocks, "conv3x3_bias_relu_pool", "relu_pool_conv3x3_weight_grad"):  # conv2-3, then conv1
+    gemms = ("gemm_forward", "gemm_weight_grad", "gemm_input_grad")
+    transforms = ("input_transform", "output_bias_relu_pool", "pool_grad_bias", "input_grad_transform")
+    for name in (*gemms, *transforms):  # conv2-3 (Winograd), then conv1 (direct)
+        assert f"winograd.py:{name}" in labels, name
+    for name in ("conv3x3_bias_relu_pool", "relu_pool_conv3x3_weight_grad"):
         assert name in labels
 
 

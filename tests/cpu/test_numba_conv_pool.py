@@ -141,6 +141,7 @@ def test_backward_reuses_only_the_columns_cols_still_holds(chunked, monkeypatch)
     forward's columns are reused). Chunks (negative control): only the last chunk's columns
     are still there, so skipping the rebuilds must break the gradients."""
     spec = _spec(2, 11, 3, "same")
+    monkeypatch.setattr(conv_pool, "uses_winograd", lambda layer, x_shape: False)  # the im2col block
     if chunked:
         _two_sample_chunks(monkeypatch)
     else:
@@ -167,7 +168,9 @@ def test_buffers_are_reused_across_batch_sizes_and_grads_do_not_alias_them():
 
 
 def test_negative_control_wrong_routing_in_the_fused_backward_fails(monkeypatch):
-    """Routing every window's gradient to its last cell must break the comparison."""
+    """Routing every window's gradient to its last cell must break the comparison (the im2col
+    block; the Winograd block's own control is in test_numba_winograd)."""
+    monkeypatch.setattr(conv_pool, "uses_winograd", lambda layer, x_shape: False)
     spec = _spec(1, 12, 3, "same")
     _, good = _grads(spec, "float64")
     orig = conv_pool.pool_relu_grad_bias

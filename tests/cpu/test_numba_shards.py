@@ -9,7 +9,7 @@ import numba
 import pytest
 from test_shards import SPECS, THREADS, batch, blas_threads, build, rel_err, trajectory
 
-from implementations.numba import conv_pool
+from implementations.numba import conv_pool, winograd
 from implementations.numba import kernels as K
 
 pytestmark = pytest.mark.skipif(
@@ -31,14 +31,14 @@ def test_shards_run_on_their_own_threads_serially_with_one_blas_thread(monkeypat
     """Each shard's GEMMs run on a different Python thread, inside ``serial_here``, with BLAS at
     one thread; after the step, BLAS has its thread count back."""
     seen = []
-    orig = conv_pool.gemm_forward
+    orig = winograd.gemm_forward
 
-    def spy(cols, wm, z):
+    def spy(v, u, m):
         seen.append((threading.get_ident(), K.runs_serial(), blas_threads()))
-        orig(cols, wm, z)
+        orig(v, u, m)
 
-    monkeypatch.setattr(conv_pool, "gemm_forward", spy)
-    spec = SPECS["cnn"]  # conv2 and conv3 run im2col + gemm_forward
+    monkeypatch.setattr(winograd, "gemm_forward", spy)
+    spec = SPECS["cnn"]  # conv2 and conv3 run Winograd's gemm_forward
     m = build("numba", spec, "float32", monkeypatch, sharded=True)
     before = blas_threads()
     m.train_step(*(m.to_device(a) for a in batch(spec)))
@@ -54,7 +54,7 @@ def test_shards_run_on_their_own_threads_serially_with_one_blas_thread(monkeypat
 def _spy_parallel_kernels(monkeypatch) -> list:
     """Every parallel kernel wrapped: the list gets whether each call came from the main thread."""
     calls: list = []
-    for module in (K, conv_pool):
+    for module in (K, conv_pool, winograd):
         for attr in [a for a in vars(module) if a.endswith("_par")]:
             kernel = getattr(module, attr)
 
