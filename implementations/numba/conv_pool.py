@@ -121,9 +121,9 @@ def _bias_relu_pool_sample(z, b, out, arg, s):
             z0, z1 = z[s, 2 * yy, 2 * xx], z[s, 2 * yy, 2 * xx + 1]
             z2, z3 = z[s, 2 * yy + 1, 2 * xx], z[s, 2 * yy + 1, 2 * xx + 1]
             for c in range(o):
-                best, a = _relu_max(z0[c] + b[c], zero, 0, z1[c] + b[c], 1)
-                best, a = _relu_max(best, zero, a, z2[c] + b[c], 2)
-                best, a = _relu_max(best, zero, a, z3[c] + b[c], 3)
+                best, a = K.relu_max(z0[c] + b[c], zero, 0, z1[c] + b[c], 1)
+                best, a = K.relu_max(best, zero, a, z2[c] + b[c], 2)
+                best, a = K.relu_max(best, zero, a, z3[c] + b[c], 3)
                 out[s, yy, xx, c] = best
                 arg[s, yy, xx, c] = a
 
@@ -172,22 +172,12 @@ def _pool_relu_grad_sample(dy, arg, out, dz, part, s):
                 dz[s, yy, xx, c] = zero
 
 
-@njit(cache=True, inline="always")
-def _add_sample_sums(part, db):
-    """db += the sum of part (N, O) over its samples, in float64."""
-    for c in range(part.shape[1]):
-        acc = 0.0
-        for s in range(part.shape[0]):
-            acc += part[s, c]
-        db[c] += acc
-
-
 @njit(cache=True, nogil=True)
 def pool_relu_grad_bias_ser(dy, arg, out, dz, db):
     part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
     for s in range(dy.shape[0]):
         _pool_relu_grad_sample(dy, arg, out, dz, part, s)
-    _add_sample_sums(part, db)
+    K.add_sample_sums(part, db)
 
 
 @njit(parallel=True, cache=True)
@@ -195,7 +185,7 @@ def pool_relu_grad_bias_par(dy, arg, out, dz, db):
     part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
     for s in prange(dy.shape[0]):
         _pool_relu_grad_sample(dy, arg, out, dz, part, s)
-    _add_sample_sums(part, db)
+    K.add_sample_sums(part, db)
 
 
 def pool_relu_grad_bias(dy, arg, out, dz, db) -> None:
@@ -256,9 +246,9 @@ def _conv3x3_pool_sample(x, wt, b, p, out, arg, s):
                 v1 = _taps(a1, a2, a3, b1, b2, b3, c1, c2, c3, wt, oo) + b[oo]
                 v2 = _taps(b0, b1, b2, c0, c1, c2, d0, d1, d2, wt, oo) + b[oo]
                 v3 = _taps(b1, b2, b3, c1, c2, c3, d1, d2, d3, wt, oo) + b[oo]
-                best, a = _relu_max(v0, zero, 0, v1, 1)
-                best, a = _relu_max(best, zero, a, v2, 2)
-                best, a = _relu_max(best, zero, a, v3, 3)
+                best, a = K.relu_max(v0, zero, 0, v1, 1)
+                best, a = K.relu_max(best, zero, a, v2, 2)
+                best, a = K.relu_max(best, zero, a, v3, 3)
                 out[s, yy, xx, oo] = best
                 arg[s, yy, xx, oo] = a
 
@@ -280,16 +270,6 @@ def conv3x3_bias_relu_pool(x, wt, b, p: int, out, arg) -> None:
     wt (9, O) -> out, arg (N, Ho//2, Wo//2, O) exactly as ``bias_relu_pool`` defines them (ties to
     the first cell, a NaN wins). The floored row/column of an odd conv output is not computed."""
     K.by_threads(conv3x3_bias_relu_pool_ser, conv3x3_bias_relu_pool_par)(x, wt, b, p, out, arg)
-
-
-@njit(cache=True, inline="always")
-def _relu_max(best, zero, a, v, q):
-    """(max, argmax) after cell q: relu(best) (a no-op after the first) against relu(v);
-    the earlier cell keeps a tie, a NaN wins over numbers (the first NaN stays)."""
-    best = zero if best < zero else best
-    v = zero if v < zero else v
-    take = (v > best) | ((v != v) & (best == best))  # bitwise: no branch, so it vectorises
-    return (v if take else best), (q if take else a)
 
 
 @njit(cache=True, fastmath={"contract"})

@@ -57,6 +57,27 @@ def _act_grad(o, g, code, one):
     return g
 
 
+# ---------------------------------------------------------------------- the fused conv blocks' shared pieces
+@njit(cache=True, inline="always")
+def relu_max(best, zero, a, v, q):
+    """(max, argmax) after cell q: relu(best) (a no-op after the first) against relu(v);
+    the earlier cell keeps a tie, a NaN wins over numbers (the first NaN stays)."""
+    best = zero if best < zero else best
+    v = zero if v < zero else v
+    take = (v > best) | ((v != v) & (best == best))  # bitwise: no branch, so it vectorises
+    return (v if take else best), (q if take else a)
+
+
+@njit(cache=True, inline="always")
+def add_sample_sums(part, db):
+    """db += the sum of part (N, O) over its samples, in float64."""
+    for c in range(part.shape[1]):
+        acc = 0.0
+        for s in range(part.shape[0]):
+            acc += part[s, c]
+        db[c] += acc
+
+
 # ---------------------------------------------------------------------- sigmoid rows
 # A sigmoid layer is one row at a time: float32 rows take a vectorised exp (below), float64
 # rows ``np.exp`` (LLVM calls libm's exp per element, which no loop vectorises).

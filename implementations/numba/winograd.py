@@ -227,20 +227,11 @@ def _output_sample(m, b, out, arg, s):
                 p3, q3 = _at_row(m[12, i], m[13, i], m[14, i], m[15, i])
                 y00, y10 = _at_row(p0, p1, p2, p3)  # A^T down the columns
                 y01, y11 = _at_row(q0, q1, q2, q3)
-                best, a = _relu_max(y00 + b[c], zero, 0, y01 + b[c], 1)
-                best, a = _relu_max(best, zero, a, y10 + b[c], 2)
-                best, a = _relu_max(best, zero, a, y11 + b[c], 3)
+                best, a = K.relu_max(y00 + b[c], zero, 0, y01 + b[c], 1)
+                best, a = K.relu_max(best, zero, a, y10 + b[c], 2)
+                best, a = K.relu_max(best, zero, a, y11 + b[c], 3)
                 out[s, ty, tx, c] = best
                 arg[s, ty, tx, c] = a
-
-
-@njit(cache=True, inline="always")
-def _relu_max(best, zero, a, v, q):
-    """As ``conv_pool._relu_max``: relu'd running max, the earlier cell keeps a tie, a NaN wins."""
-    best = zero if best < zero else best
-    v = zero if v < zero else v
-    take = (v > best) | ((v != v) & (best == best))
-    return (v if take else best), (q if take else a)
 
 
 @njit(cache=True, nogil=True)
@@ -286,21 +277,12 @@ def _pool_grad_sample(dy, arg, out, dm, part, s):
                 dm[12, i], dm[13, i], dm[14, i], dm[15, i] = r3 * c0, r3, r3 * c2, r3 * c3
 
 
-@njit(cache=True, inline="always")
-def _add_sample_sums(part, db):
-    for c in range(part.shape[1]):
-        acc = 0.0
-        for s in range(part.shape[0]):
-            acc += part[s, c]
-        db[c] += acc
-
-
 @njit(cache=True, nogil=True)
 def pool_grad_bias_ser(dy, arg, out, dm, db):
     part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
     for s in range(dy.shape[0]):
         _pool_grad_sample(dy, arg, out, dm, part, s)
-    _add_sample_sums(part, db)
+    K.add_sample_sums(part, db)
 
 
 @njit(parallel=True, cache=True)
@@ -308,7 +290,7 @@ def pool_grad_bias_par(dy, arg, out, dm, db):
     part = np.zeros((dy.shape[0], dy.shape[3]), dtype=np.float64)
     for s in prange(dy.shape[0]):
         _pool_grad_sample(dy, arg, out, dm, part, s)
-    _add_sample_sums(part, db)
+    K.add_sample_sums(part, db)
 
 
 def pool_grad_bias(dy, arg, out, dm, db) -> None:
