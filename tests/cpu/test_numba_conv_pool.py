@@ -3,6 +3,8 @@ same backend, on odd geometries (valid padding, 5x5 kernels, odd sizes with floo
 rows, 2 input channels); the direct 3x3 one-channel kernels against the im2col block; buffer
 reuse across batch sizes; negative controls."""
 
+import threading
+
 import numba  # noqa: F401 - a required dependency of the test env
 import numpy as np
 import pytest
@@ -116,20 +118,22 @@ def test_chunks_cover_the_batch_in_equal_parts_where_serial_and_one_chunk_otherw
 
 
 def _no_im2col_in_backward(monkeypatch):
-    """The backward's im2col calls do nothing (its columns are whatever ``cols`` holds)."""
-    state = {"backward": False}
+    """The backward's im2col calls do nothing (its columns are whatever ``cols`` holds). The flag
+    is per thread: at 2 threads the batch runs as 2 shards, and one shard's backward overlaps the
+    other's forward (a shared flag skipped that forward's im2col too, in a clean clone's timing)."""
+    state = threading.local()
     im2col, backward = conv_pool.K.im2col, conv_pool.backward
 
     def maybe_im2col(x, k, p, cols):
-        if not state["backward"]:
+        if not getattr(state, "backward", False):
             im2col(x, k, p, cols)
 
     def flagged_backward(*args):
-        state["backward"] = True
+        state.backward = True
         try:
             return backward(*args)
         finally:
-            state["backward"] = False
+            state.backward = False
 
     monkeypatch.setattr(conv_pool.K, "im2col", maybe_im2col)
     monkeypatch.setattr(conv_pool, "backward", flagged_backward)
