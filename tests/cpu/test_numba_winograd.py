@@ -151,7 +151,7 @@ def test_negative_control_a_wrong_weight_transform_coefficient_fails(monkeypatch
 
     def wrong(wm, c, u):
         orig(wm, c, u)
-        u[5] *= -1
+        winograd.planes(u, 0, wm.shape[0], c)[5] *= -1  # the matrix, not the plane's padding
 
     monkeypatch.setattr(winograd, "weight_transform", wrong)
     bad_loss, bad = _grads(spec, "float64")
