@@ -32,10 +32,15 @@ def _im2col(monkeypatch):
 @pytest.mark.parametrize("geom", GEOMETRIES, ids=lambda g: f"c{g[0]}-{g[1]}")
 def test_winograd_block_matches_the_im2col_block(geom, dtype, monkeypatch):
     spec = _spec(geom[0], geom[1], 3, "same")
-    assert conv_pool.uses_winograd(spec.layers[3], (5, geom[1] // 2, geom[1] // 2, 4))
+    calls = []  # the comparison is Winograd against im2col, not a path against itself
+    orig = winograd.gemm_forward
+    monkeypatch.setattr(winograd, "gemm_forward", lambda v, ut, m: (calls.append(v.shape[2]), orig(v, ut, m))[1])
     loss, grads = _grads(spec, dtype, batch=5)
+    assert 4 in calls  # the second block's 4 input channels (at least one chunk or shard)
+    calls.clear()
     _im2col(monkeypatch)
     loss_ref, grads_ref = _grads(spec, dtype, batch=5)
+    assert not calls
     assert abs(loss - loss_ref) <= TOL[dtype] * abs(loss_ref)
     assert grads.keys() == grads_ref.keys()
     for k in grads:
