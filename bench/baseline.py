@@ -13,8 +13,19 @@ the speed records of a few runs of the same profile on the same machine into one
   run's, as is.
 
 ``run.json`` is the first run's, with ``merged_from`` listing the run ids. Runs of different
-profiles, thread counts, pinning, CPU models or commits are refused: a baseline is one
-configuration.
+profiles, thread counts, pinning, CPU models, SIMD extensions or commits are refused: a baseline
+is one configuration.
+
+**One baseline per machine kind.** The gate compares in-run ratios (each implementation against
+NumPy), which survive a faster or slower machine of one kind but not a change of kind: on the
+2-core AVX-512 machine Keras (oneDNN) runs the cnn about 2x faster against NumPy than on the
+2-core AVX2 one, so a baseline of one kind would fail the other's Keras, or hide a 2x regression.
+A gate baseline is therefore a folder of baselines, one subfolder per machine kind
+(``machine_kind``: usable cores and SIMD extensions, from ``run.json``'s ``env``), and
+``select`` takes the one of the current run's kind. With none of that kind, the closest is
+used for the machine-independent checks (agreement, crashes, accuracy) and speed is *not
+gated*, which the verdict line says (``Selection.speed_note``). A plain run folder is still
+accepted as a baseline (its kind is checked the same way).
 """
 
 from __future__ import annotations
@@ -22,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.results import RUN_FILE, append_records, read_records
 
 SAME = ("threads", "cpus")  # run.json keys that must agree
-SAME_ENV = ("cpu_model", "git_commit", "malloc", "blas_wait")  # run.json env keys that must agree
+SAME_ENV = ("cpu_model", "cpu_simd", "git_commit", "malloc", "blas_wait")  # run.json env keys that must agree
 MERGED_KINDS = ("speed", "peak")
 
 
@@ -62,6 +74,84 @@ def _check_same(metas: list[tuple[Path, dict[str, Any]]]) -> None:
                 raise BaselineError(f"{run_dir} differs from {first_dir} in {key}: {b!r} != {a!r}")
 
 
+def machine_kind(env: dict[str, Any] | None) -> str | None:
+    """``"2cpu-avx2-fma"``: usable cores and SIMD extensions (``bench.envinfo.SIMD_FLAGS``), what
+    moves the in-run ratios between machines; None when the run did not record them."""
+    env = env or {}
+    simd, cores = env.get("cpu_simd"), env.get("cpu_cores_usable") or env.get("cpu_cores")
+    if not simd or not cores:
+        return None
+    return f"{cores}cpu-" + "-".join(str(simd).replace(" ", "_").split(","))
+
+
+def _kind_of(run_dir: Path) -> str | None:
+    return machine_kind(_meta(run_dir).get("env"))
+
+
+def _is_run(path: Path) -> bool:
+    return (path / RUN_FILE).is_file() and (path / "results.jsonl").is_file()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The baseline run the gate compares with, and whether its speed rows can be gated."""
+
+    given: Path  # the baseline argument: a run folder or a folder of machine-kind baselines
+    path: Path  # the run compared with
+    kind: str | None  # its machine kind
+    current_kind: str | None
+    available: tuple[str, ...]  # the kinds ``given`` holds
+
+    @property
+    def same_kind(self) -> bool:
+        """Unknown on either side (a run without ``env``) is not a mismatch."""
+        return self.kind is None or self.current_kind is None or self.kind == self.current_kind
+
+    @property
+    def speed_note(self) -> str | None:
+        """Why speed is not gated (None: it is)."""
+        if self.same_kind:
+            return None
+        return (f"speed not gated: {self.given} has no baseline of this run's machine kind ({self.current_kind}; "
+                f"it holds {', '.join(self.available)}); only agreement, crashes and accuracy were gated, "
+                f"against {self.path}. Take a baseline on this machine kind: bench/baselines/README.md")  # fmt: skip
+
+
+def _closest(candidates: list[Path], kinds: list[str | None], current_kind: str | None) -> Path:
+    """Same cores and the most SIMD extensions in common; ties by folder name."""
+    cur = set((current_kind or "").split("-"))
+
+    def shared(i: int) -> tuple[int, str]:
+        return (len(cur & set((kinds[i] or "").split("-"))), candidates[i].name)
+
+    return candidates[max(range(len(candidates)), key=shared)]
+
+
+def select(baseline: str | Path, current_env: dict[str, Any] | None) -> Selection:
+    """The baseline run for a run of ``current_env``: ``baseline`` itself when it is a run folder,
+    else its subfolder of the current machine kind (the closest one when none matches: then
+    ``speed_note`` says speed is not gated). Raises ``BaselineError`` when there is no baseline
+    run, or two of the current kind."""
+    base, current = Path(baseline), machine_kind(current_env)
+    if not base.exists():
+        raise BaselineError(f"run directory not found: {base}")
+    if _is_run(base):
+        kind = _kind_of(base)
+        return Selection(base, base, kind, current, (kind or "kind unknown",))
+    candidates = sorted(d for d in base.iterdir() if d.is_dir() and _is_run(d)) if base.is_dir() else []
+    if not candidates:
+        raise BaselineError(f"{base}: not a run directory, nor a folder of machine-kind baseline runs")
+    kinds = [_kind_of(d) for d in candidates]
+    pairs = list(zip(candidates, kinds, strict=True))
+    shown = tuple(d.name if d.name == k else f"{d.name} ({k or 'kind unknown'})" for d, k in pairs)
+    same = [d for d, k in pairs if current is not None and k == current]
+    if len(same) > 1:
+        names = ", ".join(d.name for d in same)
+        raise BaselineError(f"{base}: {len(same)} baselines of machine kind {current}: {names}")
+    chosen = same[0] if same else _closest(candidates, kinds, current)
+    return Selection(base, chosen, _kind_of(chosen), current, shown)
+
+
 def merge(run_dirs: list[Path], out: Path) -> int:
     """Write the merged baseline to ``out`` (replaced if it exists); returns the speed records."""
     metas = [(d, _meta(d)) for d in run_dirs]
@@ -88,12 +178,17 @@ def merge(run_dirs: list[Path], out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench baseline", description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="run directories of one profile on one machine")
-    ap.add_argument("--out", required=True, help="baseline directory to write (e.g. bench/baselines/quick)")
+    ap.add_argument("--out", required=True,
+                    help="baseline directory to write: a machine kind's folder (e.g. bench/baselines/quick/KIND; "
+                         "the kind is printed)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         n = merge([Path(r) for r in args.runs], Path(args.out))
     except BaselineError as e:
         print(f"error: {e}")
         return 2
-    print(f"baseline {args.out}: {len(args.runs)} runs, {n} speed records")
+    kind = _kind_of(Path(args.out))
+    print(f"baseline {args.out}: {len(args.runs)} runs, {n} speed records; machine kind {kind or 'unknown'}")
+    if kind and Path(args.out).name != kind:
+        print(f"note: the gate picks a baseline by its run.json, not its folder name; its kind's name is {kind}")
     return 0

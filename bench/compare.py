@@ -100,6 +100,13 @@ Gate rules (FAIL means exit 1):
    the baseline's implementations or models were not run) FAILS: it cannot PASS.
 7. Required backends (``NNBENCH_REQUIRE``, comma-separated; tox sets it): one unavailable
    in CURRENT FAILS, where an optional one only warns (rule 2).
+8. Machine kind (``bench.baseline.select``): BASELINE may be a folder of baselines, one per
+   machine kind (usable cores and SIMD extensions); the one of CURRENT's kind is compared. The
+   in-run ratios of rule 4 survive a faster or slower machine of one kind, not another kind
+   (Keras's cnn against NumPy is ~2x apart between the AVX2 and the AVX-512 2-core machines).
+   With no baseline of CURRENT's kind, the closest one is compared and every speed row is a
+   note ("not gated", with the verdict it would have had): rules 1-3 and 6-7 still apply, and
+   the verdict line says that speed was not gated.
 """
 
 from __future__ import annotations
@@ -107,10 +114,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.baseline import BaselineError, Selection, select
 from bench.gate_checks import _impls, check_accuracy, check_agreement, check_status, required_impls  # noqa: F401
 from bench.gate_speed import (  # noqa: F401 - the gate's names, re-exported for its users
     CRASH_STATUSES,
@@ -144,17 +153,36 @@ def compare_frames(
     cur: dict[str, pd.DataFrame],
     cfg: GateConfig | None = None,
     first: dict[str, pd.DataFrame] | None = None,
+    speed_note: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """All checks; each table has ``verdict`` (FAIL | WARN | ok | note) and ``detail``.
-    ``first``: CURRENT is a confirmation run and this is the first measurement (rule 5)."""
+    ``first``: CURRENT is a confirmation run and this is the first measurement (rule 5).
+    ``speed_note``: why speed cannot be gated (rule 8): every speed row becomes a note."""
     cfg = cfg or GateConfig()
     before = sharp_rows(check_speed(base, first, cfg), cfg) if first is not None else None
+    speed = check_speed(base, cur, cfg, before)
     return {
         "status": check_status(base, cur, required_impls()),
         "agreement": check_agreement(cur),
         "accuracy": check_accuracy(base, cur, cfg),
-        "speed": check_speed(base, cur, cfg, before),
+        "speed": ungated(speed, speed_note) if speed_note else speed,
     }
+
+
+def ungated(speed: pd.DataFrame, why: str) -> pd.DataFrame:
+    """Speed rows against a baseline of another machine kind (rule 8): each a note that keeps the
+    verdict it would have had in its detail; none is a suspect (nothing is re-measured)."""
+    if not len(speed):
+        return speed
+    out = speed.copy()
+    would = out["verdict"].astype(str)
+    detail = out["detail"].fillna("").astype(str) if "detail" in out else pd.Series("", index=out.index)
+    out["detail"] = [f"not gated (would be {v}; {why.split(':')[0]})" + (f": {d}" if d else "")
+                     for v, d in zip(would, detail, strict=True)]  # fmt: skip
+    out["verdict"] = NOTE
+    if "suspect" in out:
+        out["suspect"] = False
+    return out
 
 
 def compared_nothing(tables: dict[str, pd.DataFrame]) -> bool:
@@ -178,8 +206,8 @@ def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | No
     past the decision point that its interval could not decide), when speed is the only failing
     check; ``None`` when another check fails too (those are not re-measured). A failing
     aggregate row (model ``ALL``) names every model the implementation was measured on."""
-    base, cur = _load("baseline", baseline), _load("current", current)
-    tables = compare_frames(base, cur)
+    base, cur, selection = load_pair(baseline, current)
+    tables = compare_frames(base, cur, speed_note=selection.speed_note)
     if any(len(t) and (t["verdict"] == FAIL).any() for k, t in tables.items() if k != "speed"):
         return None
     sp = tables["speed"]
@@ -226,6 +254,24 @@ def _known_models(frames: list[dict[str, pd.DataFrame]]) -> set[str]:
     from bench.spec import preset_names
 
     return set(preset_names()) | {str(m) for f in frames for df in f.values() for m in df["model"].dropna().unique()}
+
+
+def load_pair(baseline: str, current: str) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], Selection]:
+    """(baseline frames, current frames, the baseline selected for CURRENT's machine kind)."""
+    selection = select_baseline(baseline, current)
+    return _load("baseline", str(selection.path)), _load("current", current), selection
+
+
+def select_baseline(baseline: str, current: str) -> Selection:
+    """The baseline run of CURRENT's machine kind (rule 8)."""
+    try:
+        env = read_run_meta(resolve_run_dir(current)).get("env")
+    except RunDirError as e:
+        raise BadInput(f"current: {e}") from e
+    try:
+        return select(baseline, env)
+    except (BaselineError, OSError) as e:
+        raise BadInput(f"baseline: {e}") from e
 
 
 def _load(label: str, path: str) -> dict[str, pd.DataFrame]:
@@ -321,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     impls = [s.strip() for s in args.impls.split(",") if s.strip()] if args.impls else None
     models = [s.strip() for s in args.models.split(",") if s.strip()] if args.models else None
     try:
-        base, cur = _load("baseline", args.baseline), _load("current", args.current)
+        base, cur, selection = load_pair(args.baseline, args.current)
         first = _load("first measurement", args.first_measurement) if args.first_measurement else None
         _validate_names("implementation", impls, _known_impls([base, cur]))
         _validate_names("model", models, _known_models([base, cur]))
@@ -330,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base, cur = _filter(base, impls, models), _filter(cur, impls, models)
     first = _filter(first, impls, models) if first is not None else None
-    tables = compare_frames(base, cur, cfg, first)
-    shown = [("baseline", args.baseline), ("current", args.current)]
+    tables = compare_frames(base, cur, cfg, first, selection.speed_note)
+    shown = [("baseline", str(selection.path)), ("current", args.current)]
     for label, path in shown + ([("first measurement", args.first_measurement)] if first is not None else []):
         meta = read_run_meta(resolve_run_dir(path))
         profile = meta.get("profile", "?")
@@ -339,19 +385,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: {path} (run {meta.get('run_id', '?')}, profile {profile})")
         if meta.get("injected_slowdown"):
             print(f"  {label} has an injected slowdown (gate validation): {meta['injected_slowdown']}")
+    print(f"machine kind: current {selection.current_kind or 'unknown'}, baseline {selection.kind or 'unknown'}"
+          + ("" if selection.path == Path(args.baseline) else f" (picked from {args.baseline})"))  # fmt: skip
+    if selection.speed_note:
+        print(f"WARNING: {selection.speed_note}")
     _print_tables(tables, sys.stdout, args.wide)
-    print("\n" + verdict_line(tables, args.label))
+    print("\n" + verdict_line(tables, args.label, selection.speed_note))
     return 1 if failed(tables) else 0
 
 
-def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT") -> str:
-    """The one line that states the gate's verdict, with what it could not decide."""
+def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT", speed_note: str | None = None) -> str:
+    """The one line that states the gate's verdict, with what it could not decide, and whether
+    speed was gated at all (rule 8)."""
     n_fail = sum(int((t["verdict"] == FAIL).sum()) for t in tables.values() if len(t))
     n_inc = inconclusive(tables)
     if compared_nothing(tables):
         return f"{label}: FAIL (the gate compared nothing: no speed case or accuracy row in both runs)"
     text = f"{label}: {'FAIL' if failed(tables) else 'PASS'} ({n_fail} failing"
     text += f", {n_inc} inconclusive: too noisy, repeat the run to decide them" if n_inc else ""
+    text += "; SPEED NOT GATED: no baseline of this machine kind" if speed_note else ""
     return text + "; rules: bench/compare.py)"
 
 

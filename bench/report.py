@@ -58,7 +58,10 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
         if gate.get("confirmation")
         else "; no confirmation run was needed"
     )
-    return [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}.", ""]
+    lines = [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}."]
+    if gate.get("speed_not_gated"):
+        lines += ["", f"**{gate['speed_not_gated']}**"]
+    return [*lines, ""]
 
 
 def render_markdown(

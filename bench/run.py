@@ -162,9 +162,14 @@ def find_resume_dir(ns: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ns = parse_args(argv)
-    if ns.gate and not (Path(ns.gate) / "results.jsonl").is_file():
-        print(f"error: --gate: no baseline run at {ns.gate} (no results.jsonl)", file=sys.stderr)
-        return 2
+    if ns.gate:
+        from bench.baseline import BaselineError, select
+
+        try:
+            select(ns.gate, None)  # a baseline run, or a folder of them (picked by machine kind after the run)
+        except (BaselineError, OSError) as e:
+            print(f"error: --gate: {e}", file=sys.stderr)
+            return 2
     try:
         if ns.resume:
             run_dir = find_resume_dir(ns)

@@ -556,8 +556,8 @@ def test_speed_only_failures_includes_suspects(tmp_path, monkeypatch):
     b, c = synthetic_run(tmp_path / "base", seed=1), synthetic_run(tmp_path / "cur", seed=2)
     real = compare.compare_frames
 
-    def with_suspect(base, cur, cfg=None, first=None):
-        tables = real(base, cur, cfg, first)
+    def with_suspect(base, cur, cfg=None, first=None, speed_note=None):
+        tables = real(base, cur, cfg, first, speed_note)
         sp = tables["speed"]
         hit = (sp["impl"] == "numba") & (sp["model"] == "ALL") & (sp["phase"] == "train_step")
         tables["speed"] = sp.assign(suspect=hit, verdict=sp["verdict"].where(~hit, compare.INCONCLUSIVE))

@@ -253,7 +253,7 @@ def test_history_reads_multi_process_runs():
     from bench import compare, history
     from bench.report import load_run
 
-    base = Path(__file__).resolve().parents[2] / "bench" / "baselines" / "quick"
+    base = Path(__file__).resolve().parents[2] / "bench" / "baselines" / "quick" / "2cpu-avx2-fma"
     runs, points = history.load_history([base])
     assert len(runs) == 1 and len(points)
     sets = compare._sample_sets(load_run(base))

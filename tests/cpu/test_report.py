@@ -154,3 +154,9 @@ def test_summary_opens_with_headline_and_gate_verdict(run_dir, tmp_path):
     top = (rd / "summary.md").read_text().splitlines()[:4]
     assert any(line.startswith("**Regression gate: PASS** against `bench/baselines/quick`") for line in top), top
     assert "Regression gate: PASS" in (rd / "report.html").read_text()
+    assert "not gated" not in (rd / "summary.md").read_text()
+    note = "speed not gated: bench/baselines/quick has no baseline of this run's machine kind (4cpu-neon; ...)"
+    (rd / report.GATE_FILE).write_text(json.dumps({"verdict": "PASS", "baseline": "bench/baselines/quick/2cpu-avx2-fma",
+                                                    "confirmation": False, "speed_not_gated": note}))  # fmt: skip
+    report.write_report(rd)
+    assert f"**{note}**" in (rd / "summary.md").read_text().splitlines()[:6]

@@ -461,9 +461,11 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
     follows the confirmation; a failure that is not speed-only is final."""
     import argparse
 
-    from bench import compare, gate_run
+    from bench import baseline, compare, gate_run
 
     calls = []
+    base = Path("BASE")
+    monkeypatch.setattr(compare, "select_baseline", lambda b, c: baseline.Selection(base, base, None, None, ("BASE",)))
     ns = argparse.Namespace(gate="BASE", profile="quick", threads=2, data_dir=None, timeout=None, no_report=True)
     rd = tmp_path / "20990101-000000-quick"
     rd.mkdir()
@@ -498,4 +500,7 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
         "baseline": "BASE",
         "confirmation": False,
         "confirm_dir": None,
+        "machine_kind": None,
+        "baseline_kind": None,
+        "speed_not_gated": None,
     }
