@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any
 
-DERIVED_COLUMNS = ("samples_per_s", "speedup_vs_numpy", "x_vs_pure_python_b1", "frac_peak")
+DERIVED_COLUMNS = ("samples_per_s", "speedup_vs_numpy", "x_vs_pure_python_b1", "frac_peak", "frac_peak_model")
 
 
 def fill_derived(records: list[dict[str, Any]], overwrite: bool = True) -> list[dict[str, Any]]:
@@ -25,8 +25,11 @@ def fill_derived(records: list[dict[str, Any]], overwrite: bool = True) -> list[
     profile; a batch of 50 gains from vectorising that its batch 1 cannot, which is part of what
     the column shows). With several speed processes per case, the ratios use the case's median
     of process medians. ``frac_peak`` (per record) is the GFLOP/s over the run's best peak GEMM in
-    the case's dtype (float64 cases against the float64 GEMM). Without ``overwrite``, a value a
-    record already has is kept."""
+    the case's dtype (float64 cases against the float64 GEMM): the share of the machine's GEMM rate
+    the implementation's own work runs at. ``frac_peak_model`` is the same with ``gflops_model``,
+    the model's direct FLOP count per second: an effective rate that compares implementations by
+    time (Numba's Winograd convolutions perform ~2.3x fewer FLOPs than the direct count, so their
+    effective rate can pass 100 %). Without ``overwrite``, a value a record already has is kept."""
     medians: dict[tuple[Any, ...], list[float]] = {}
     for r in records:
         if r.get("kind") == "speed" and _positive(r.get("median_s")):
@@ -44,12 +47,13 @@ def fill_derived(records: list[dict[str, Any]], overwrite: bool = True) -> list[
         numpy_rate = rate.get(("numpy", *key, r["batch_size"]))
         pp_rate = rate.get(("pure_python", *key, 1))
         p = peak.get(r.get("dtype") or "float32")
-        gflops = r.get("gflops")
+        gflops, gflops_model = r.get("gflops"), r.get("gflops_model")
         values = {
             "samples_per_s": r["batch_size"] / r["median_s"],
             "speedup_vs_numpy": sps / numpy_rate if numpy_rate else None,
             "x_vs_pure_python_b1": sps / pp_rate if pp_rate else None,
             "frac_peak": gflops / p if p and isinstance(gflops, int | float) else None,
+            "frac_peak_model": gflops_model / p if p and isinstance(gflops_model, int | float) else None,
         }
         for col, v in values.items():
             if overwrite or _missing(r.get(col)):

@@ -61,7 +61,7 @@ def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     t["iqr_ms"] = pd.to_numeric(t["iqr_s"], errors="coerce") * 1e3
     cols = ["model", "dtype", "phase", "batch_size", "impl"] + (["process"] if "process" in t else [])
     cols += ["median_ms", "iqr_ms", "rounds", "samples_per_s"]
-    cols += ["speedup_vs_numpy", "x_vs_pure_python_b1", "gflops", "frac_peak", "validated"]
+    cols += ["speedup_vs_numpy", "x_vs_pure_python_b1", "gflops", "frac_peak", "frac_peak_model", "validated"]
     return sort_rows(t[cols], ["model", "dtype", "phase", "batch_size", "impl"], impl_order(frames)).reset_index(
         drop=True
     )
@@ -171,7 +171,9 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
             "this run, from the case's median of process medians. `gflops`: the FLOPs the implementation "
             "performs (direct convolutions; Numba's Winograd blocks count their transforms and 16 GEMMs, "
             "about 2.3x fewer) per second; `frac_peak`: that against the in-run GEMM peak in the case's "
-            "dtype; `validated` = agreement passed.",
+            "dtype; `frac_peak_model`: the model's direct FLOP count per second against the same peak (an "
+            "effective rate, comparable across algorithms: above 1 where an algorithm skips work); "
+            "`validated` = agreement passed.",
             speed_table(frames),
         )
     )

@@ -49,8 +49,10 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "min_s",
         "samples_s",
         "samples_per_s",
-        "gflops",
+        "gflops",  # the FLOPs the implementation performs (Model.flops), per second
         "frac_peak",
+        "gflops_model",  # the model's direct FLOP count (spec.flops) per second: an effective rate
+        "frac_peak_model",
         "speedup_vs_numpy",
         "x_vs_pure_python_b1",  # per-sample throughput at this batch over pure Python's at batch 1
         "validated",

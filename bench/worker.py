@@ -235,12 +235,15 @@ class Case:
 
         load = os.getloadavg()[0]  # 1-minute load average, sampled right after the timed rounds
         fl = self.model.flops(b) if hasattr(self.model, "flops") else self.spec.flops(b)  # what it performs
-        flops = sum(fl[k] for k in PHASE_FLOPS.get(phase, ("train_step",)))
+        keys = PHASE_FLOPS.get(phase, ("train_step",))
+        flops = sum(fl[k] for k in keys)
+        model_flops = sum(self.spec.flops(b)[k] for k in keys)  # the model's direct count, whatever the algorithm
         return self.record(
             "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,
             warmup_rounds=m.warmup_calls, median_s=m.median_s, iqr_s=m.iqr_s,
             mean_s=m.mean_s, min_s=m.min_s, samples_s=m.samples_s, samples_per_s=b / m.median_s,
-            gflops=flops / m.median_s / 1e9, validated=self.validated, process=self.process, loadavg=load,
+            gflops=flops / m.median_s / 1e9, gflops_model=model_flops / m.median_s / 1e9,
+            validated=self.validated, process=self.process, loadavg=load,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ accuracy

@@ -14,8 +14,10 @@ from bench.results import make_record
 
 
 def speed(impl: str, median: float, batch: int = 50, process: int = 0, phase: str = "forward") -> dict:
+    skips = 2.3 if impl == "torch" else 1.0  # as if torch performed 2.3x fewer FLOPs than the model's count
     return make_record("speed", impl=impl, model="mlp", dtype="float32", phase=phase, batch_size=batch,
-                       median_s=median, gflops=batch / median / 1e3, process=process)  # fmt: skip
+                       median_s=median, gflops=batch / median / 1e3, gflops_model=skips * batch / median / 1e3,
+                       process=process)  # fmt: skip
 
 
 def records() -> list[dict]:
@@ -37,6 +39,7 @@ def test_fill_derived_case_medians():
     assert torch[0]["x_vs_pure_python_b1"] == pytest.approx((50 / 0.005) / 10)
     assert torch[0]["samples_per_s"] == pytest.approx(50 / 0.004)  # per record
     assert torch[0]["frac_peak"] == pytest.approx(torch[0]["gflops"] / 100.0)  # the best peak
+    assert torch[0]["frac_peak_model"] == pytest.approx(2.3 * torch[0]["frac_peak"])  # the effective rate
     lone = next(r for r in out if r["phase"] == "train_step")
     assert lone["speedup_vs_numpy"] == pytest.approx(1.0) and lone["x_vs_pure_python_b1"] is None
 

@@ -191,6 +191,10 @@ def test_failures_recorded_and_the_others_carry_on(tmp_path, fakes, capsys):
         assert npy["speedup_vs_numpy"] == pytest.approx(1.0)
         assert len(npy["samples_s"]) == npy["rounds"] >= 3
         assert npy["median_s"] > 0 and npy["gflops"] > 0 and npy["frac_peak"] > 0
+        # NumPy performs the direct count: its effective rate is its rate
+        assert npy["gflops_model"] == pytest.approx(npy["gflops"]) and npy["frac_peak_model"] == pytest.approx(
+            npy["frac_peak"]
+        )
     assert any(r["kind"] == "peak" for r in recs)
     assert any(r["kind"] == "compile" and r["impl"] == "numpy" and r["phase"] == "forward" for r in recs)
     assert any(r["kind"] == "setting" and r["impl"] == "numpy" and r["key"] == "harness_threads" for r in recs)

@@ -27,6 +27,7 @@ def speed_rows(impl="numpy", medians=(0.010, 0.010, 0.010), spread=0.02, load=1.
                 rounds=rounds,
                 loadavg=load,
                 frac_peak=0.4,
+                frac_peak_model=0.9,
             )  # fmt: skip
         )
     return rows
@@ -100,6 +101,7 @@ def test_headline_table_per_model():
     assert t.loc["torch", "x vs numpy"] == "2.00x" and t.loc["numpy", "train_step samples/s"] == "5,000"
     assert t.loc["numpy", "agreement"].startswith("pass") and t.loc["torch", "agreement"].startswith("FAIL")
     assert t.loc["numpy", "% GEMM peak"] == "40.0%" and t.loc["numpy", "stability"] == "stable"
+    assert t.loc["numpy", "% peak, model FLOPs"] == "90.0%"
     lines = headline.stability_lines(frames, cores=2)
     assert lines[0].startswith("**Stable run**")
 
