@@ -170,14 +170,15 @@ def compare_frames(
 
 
 def ungated(speed: pd.DataFrame, why: str) -> pd.DataFrame:
-    """Speed rows against a baseline of another machine kind (rule 8): each a note that keeps the
-    verdict it would have had in its detail; none is a suspect (nothing is re-measured)."""
+    """Speed rows against a baseline of another machine kind (rule 8; ``why``: the selection's
+    ``speed_note``, printed once): each a note that keeps the verdict it would have had in its
+    detail; none is a suspect (nothing is re-measured)."""
     if not len(speed):
         return speed
     out = speed.copy()
     would = out["verdict"].astype(str)
     detail = out["detail"].fillna("").astype(str) if "detail" in out else pd.Series("", index=out.index)
-    out["detail"] = [f"not gated (would be {v}; {why.split(':')[0]})" + (f": {d}" if d else "")
+    out["detail"] = [f"not gated, baseline of another machine kind (would be {v})" + (f": {d}" if d else "")
                      for v, d in zip(would, detail, strict=True)]  # fmt: skip
     out["verdict"] = NOTE
     if "suspect" in out:
@@ -205,7 +206,8 @@ def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | No
     """``{impl: {models}}`` whose speed rows fail or are suspects (``suspect``: a train_step row
     past the decision point that its interval could not decide), when speed is the only failing
     check; ``None`` when another check fails too (those are not re-measured). A failing
-    aggregate row (model ``ALL``) names every model the implementation was measured on."""
+    aggregate row (model ``ALL``) names every model the implementation was measured on in CURRENT
+    (a model only the baseline has is not re-measured: the confirmation run could not compare it)."""
     base, cur, selection = load_pair(baseline, current)
     tables = compare_frames(base, cur, speed_note=selection.speed_note)
     if any(len(t) and (t["verdict"] == FAIL).any() for k, t in tables.items() if k != "speed"):
@@ -214,7 +216,8 @@ def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | No
     out: dict[str, set[str]] = {}
     again = (sp["verdict"] == FAIL) | (sp["suspect"].eq(True) if "suspect" in sp else False)
     for _, row in sp[again].iterrows() if len(sp) else []:
-        models = set(sp[(sp["impl"] == row["impl"]) & (sp["model"] != "ALL")]["model"])
+        measured = sp["R"].notna() if "R" in sp else pd.Series(True, index=sp.index)
+        models = set(sp[(sp["impl"] == row["impl"]) & (sp["model"] != "ALL") & measured]["model"])
         out.setdefault(row["impl"], set()).update(models if row["model"] == "ALL" else {row["model"]})
     return out
 

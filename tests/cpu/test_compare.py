@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from bench import compare
-from bench.results import COMMON, KIND_COLUMNS, RUN_FILE, SCHEMA_VERSION, append_records, make_record
+from bench.results import COMMON, KIND_COLUMNS, RUN_FILE, SCHEMA_VERSION, append_records, make_record, read_records
 
 
 @pytest.fixture(autouse=True)
@@ -566,6 +566,10 @@ def test_speed_only_failures_includes_suspects(tmp_path, monkeypatch):
     assert compare.speed_only_failures(str(b), str(c)) == {}
     monkeypatch.setattr(compare, "compare_frames", with_suspect)
     assert compare.speed_only_failures(str(b), str(c)) == {"numba": {"mlp", "cnn"}}
+    # a current run of the cnn only (run --models cnn): the mlp, only in the baseline, is not re-measured
+    recs = [r for r in read_records(c) if r.get("model") != "mlp"]
+    (c / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert compare.speed_only_failures(str(b), str(c)) == {"numba": {"cnn"}}
 
 
 def test_first_measurement_option(tmp_path, capsys):
