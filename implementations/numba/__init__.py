@@ -1,9 +1,13 @@
 """Numba implementation: ``@njit(cache=True)`` kernels, ``parallel=True`` + ``prange`` over
 the batch (im2col, col2im, pooling) or over elements, float32 and float64.
 
-Convolutions are im2col (Numba) + GEMM (NumPy's BLAS); a conv followed by relu and a 2x2
+A dense layer's SGD update is fused with its weight gradient (``blas``: one GEMM that
+accumulates into W, called in NumPy's own BLAS). Convolutions are im2col (Numba) + GEMM
+(NumPy's BLAS); a conv followed by relu and a 2x2
 max-pool runs as one block (``conv_pool``: bias + relu + pool + argmax in one pass, their
-backward in one pass, gather-form col2im, batch-sized buffers reused across steps).
+backward in one pass, gather-form col2im, batch-sized buffers reused across steps), and as
+Winograd F(2x2, 3x3) where the conv is 3x3 'same' (``winograd``: 16 GEMMs, 2.25x fewer
+multiply-adds).
 Against direct Numba loops
 (``kernels.conv_direct_forward``; ``python -m bench.microbench conv``), single
 threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
@@ -40,6 +44,13 @@ def build(spec, params, dtype: str = "float32", seed: int = 0):
     return NumbaModel(spec, params, dtype, seed=seed)
 
 
+def _fused_update() -> str:
+    from .blas import FUSED, REASON
+
+    how = "fused with the weight gradient in one GEMM (plain SGD, one shard)" if FUSED else "separate GEMM + SGD"
+    return f"{how}: {REASON}"
+
+
 def settings() -> dict:
     import numba
     import numpy
@@ -60,5 +71,6 @@ def settings() -> dict:
         "numba_threads": set_threads(),
         "shards": shards_setting(set_threads(), SHARD_MIN_FLOPS),
         "threading_layer": layer,
+        "dense_sgd_update": _fused_update(),
         **blas_info(),
     }

@@ -30,7 +30,7 @@ from implementations import shards
 from implementations.base import Model, check_supported
 from implementations.optim import make_adam
 
-from . import conv_pool
+from . import blas, conv_pool
 from . import kernels as K
 
 DEFAULT_THREADING_LAYER = "workqueue"
@@ -92,6 +92,8 @@ class NumbaModel(Model):
         self.key = seed << 32  # dropout counter: each mask draws from a fresh key
         self.dropouts = sum(1 for layer in self.layers if layer.type == "dropout" and layer.rate > 0)
         self.adam = make_adam(spec.train)  # None: plain SGD
+        # plain SGD on one shard: each dense layer's update fused with its weight gradient (``blas``)
+        self.fused_update = self.adam is None and blas.FUSED is not None
         # buffers reused across steps, one set per shard (``shards``: one shard per thread)
         self.workspaces = [conv_pool.Workspace() for _ in range(self.threads)]
         self.shard_pool = shards.pool("numba", self.threads, _shard_thread, K.serial_here) if self.threads > 1 else None
@@ -162,19 +164,25 @@ class NumbaModel(Model):
         return x, caches, logits
 
     # ------------------------------------------------------------------ backward
-    def _param_backward(self, i: int, cache, dy, code: int, act_out, grads: dict):
-        """dense/conv layer i, with the gradient of the activation above it fused."""
+    def _param_backward(self, i: int, cache, dy, code: int, act_out, grads: dict, lr=None):
+        """dense/conv layer i, with the gradient of the activation above it fused. ``lr``: a dense
+        layer's SGD update is applied here, fused with its weight gradient (``_dense_update``),
+        and its gradients are not returned."""
         layer, wname = self.layers[i], f"{i}.W"
         dy2 = dy.reshape(-1, dy.shape[-1])  # (M, O)
         act2 = dy2 if act_out is None else act_out.reshape(dy2.shape)
         dz = np.empty_like(dy2)
         db = np.empty(dy2.shape[1], dtype=dy2.dtype)
         K.act_grad_bias(act2, dy2, code, dz, db)
-        grads[f"{i}.b"] = db
         w = self.w[wname]
         if layer.type == "dense":
-            grads[wname] = cache.T @ dz
-            return dz @ w.T if self.need_dx[i] else None
+            dx = dz @ w.T if self.need_dx[i] else None  # (N, in): before an update changes W
+            if lr is None:
+                grads[f"{i}.b"], grads[wname] = db, cache.T @ dz
+            else:
+                self._dense_update(i, cache, dz, db, lr)
+            return dx
+        grads[f"{i}.b"] = db
         cols, shape = cache
         grads[wname] = dz.T @ cols  # (O, k*k*C)
         if not self.need_dx[i]:
@@ -182,7 +190,15 @@ class NumbaModel(Model):
         k, p = layer.kernel, (layer.kernel // 2 if layer.padding == "same" else 0)
         return K.col2im(dz @ w, *shape, k, p)
 
-    def _backward(self, caches, out, dy, top: int, ws: conv_pool.Workspace) -> dict:
+    def _dense_update(self, i: int, x, dz, db, lr) -> None:
+        """``W -= lr * x^T dz`` as one GEMM accumulating into W (``blas``: no dW array, no
+        separate SGD pass over it), ``b -= lr * db``."""
+        blas.accumulate_at_b(self.w[f"{i}.W"], np.ascontiguousarray(x), dz, -float(lr))  # (in, out)
+        with K.serial_here():  # as the step's other updates (``_step_here``)
+            K.sgd(self.w[f"{i}.b"], db, lr)
+
+    def _backward(self, caches, out, dy, top: int, ws: conv_pool.Workspace, lr=None) -> dict:
+        """Gradients by name; ``lr``: the dense layers' SGD updates are fused in (``_param_backward``)."""
         grads: dict[str, Any] = {}
         i = top
         while i >= 0:
@@ -192,11 +208,11 @@ class NumbaModel(Model):
                 i -= 3
                 continue
             if kind in ACTS and i > 0 and self.layers[i - 1].has_params:  # fused into the param layer
-                dy = self._param_backward(i - 1, caches[i - 1], dy, K.ACT_CODES[kind], caches[i], grads)
+                dy = self._param_backward(i - 1, caches[i - 1], dy, K.ACT_CODES[kind], caches[i], grads, lr)
                 i -= 2
                 continue
             if kind in ("dense", "conv2d"):
-                dy = self._param_backward(i, caches[i], dy, K.NONE, None, grads)
+                dy = self._param_backward(i, caches[i], dy, K.NONE, None, grads, lr)
             elif not self.need_dx[i]:
                 dy = None
             elif kind == "maxpool2d":
@@ -223,9 +239,10 @@ class NumbaModel(Model):
             self.key += self.dropouts
         return key0
 
-    def _pass(self, x, y, train: bool, shard: Shard, total_n: int):
+    def _pass(self, x, y, train: bool, shard: Shard, total_n: int, lr=None):
         """Forward and backward of these rows of a batch of ``total_n``: (loss term, grads),
-        both the shard's part of the batch's mean (the shards' sum is the batch's)."""
+        both the shard's part of the batch's mean (the shards' sum is the batch's). ``lr``: the
+        dense layers are updated in the backward (their gradients are not in grads)."""
         out, caches, logits = self._forward(x, train, shard=shard)
         top = len(self.layers) - 1
         if self.spec.loss == "cross_entropy":
@@ -233,7 +250,7 @@ class NumbaModel(Model):
             top -= 1
         else:
             loss, dy = K.mse(out, y, total_n)
-        return loss, self._backward(caches, out, dy, top, shard.ws)
+        return loss, self._backward(caches, out, dy, top, shard.ws, lr)
 
     def _sharded(self, n: int, train: bool) -> list[tuple[tuple[int, int], Shard]]:
         """[((s0, s1), Shard)]: the batch's shards (``shards.split``), each with its workspace,
@@ -253,7 +270,8 @@ class NumbaModel(Model):
     def _step_here(self, x, y, train: bool, lr):
         parts = self._sharded(len(x), train)
         if len(parts) == 1:
-            loss, grads = self._pass(x, y, train, parts[0][1], len(x))
+            fused = lr if lr is not None and self.fused_update else None  # dense updates in the backward
+            loss, grads = self._pass(x, y, train, parts[0][1], len(x), fused)
             # serial: a parallel launch costs more than the cnn's whole update (its 325k float32
             # parameters at 2 threads: 0.39 ms with sgd_par where it applies, 0.055 ms serial)
             with K.serial_here():
