@@ -16,6 +16,7 @@ a plain OpenBLAS or another CBLAS). Where none is found (another BLAS, a strippe
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +39,11 @@ def _numpy_blas_path() -> str:
     libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     if not libs:
         raise OSError("threadpoolctl finds no BLAS loaded by NumPy")
-    numpy_dir = str(np.__file__).rsplit("/", 2)[0]  # site-packages: NumPy's bundled BLAS is under it
-    ours = [i for i in libs if str(i.get("filepath", "")).startswith(numpy_dir)] or libs
-    return str(ours[0]["filepath"])
+    # NumPy's wheels bundle theirs in numpy.libs/ (or numpy/.libs/): never another package's BLAS
+    # that shares site-packages (torch, scipy); a NumPy linked to a system BLAS has only that one
+    numpy_dir = os.path.dirname(np.__file__)
+    ours = [i for i in libs if str(i.get("filepath", "")).startswith((numpy_dir + os.sep, numpy_dir + ".libs"))]
+    return str((ours or libs)[0]["filepath"])
 
 
 def _bind(lib: ctypes.CDLL, name: str, real: Any, integer: Any) -> Callable[..., None]:
