@@ -106,7 +106,16 @@ Gate rules (FAIL means exit 1):
    (Keras's cnn against NumPy is ~2x apart between the AVX2 and the AVX-512 2-core machines).
    With no baseline of CURRENT's kind, the closest one is compared and every speed row is a
    note ("not gated", with the verdict it would have had): rules 1-3 and 6-7 still apply, and
-   the verdict line says that speed was not gated.
+   the verdict line says that speed was not gated, unless rule 9 gates it.
+9. A/B (``python -m bench run --gate-ref REF``, and ``--gate DIR`` when DIR has no baseline of
+   CURRENT's machine kind: REF is then the commit the nearest baseline was taken at, else the
+   merge base with the default branch; ``bench.gate_ref``). One run holds both sides, measured
+   interleaved case by case and process by process on the same machine; ``compare --ab RUN``
+   reads REF's side as BASELINE and the working tree's as CURRENT, and rules 1-7 apply as
+   written. Rule 4 compares each case with its REF twin directly (``R = t_tree / t_ref``,
+   ``GateConfig.direct``): an in-run reference would only add its own noise, and NumPy is judged
+   like every other implementation. A backend on one side only is a note (new, removed), never
+   gated; the confirmation (rule 5) re-measures both sides again.
 """
 
 from __future__ import annotations
@@ -142,27 +151,40 @@ from bench.gate_speed import (  # noqa: F401 - the gate's names, re-exported for
 )
 from bench.report import RunDirError, load_run, read_run_meta, resolve_run_dir
 from bench.results import SchemaError
+from bench.sides import base_name, is_ref, tree_label
 
 
 class BadInput(ValueError):
     """Input the gate cannot judge (exit 2)."""
 
 
+Frames = dict[str, pd.DataFrame]
+
+
 def compare_frames(
-    base: dict[str, pd.DataFrame],
-    cur: dict[str, pd.DataFrame],
+    base: Frames,
+    cur: Frames,
     cfg: GateConfig | None = None,
-    first: dict[str, pd.DataFrame] | None = None,
+    first: tuple[Frames, Frames] | None = None,
     speed_note: str | None = None,
+    ab: dict[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """All checks; each table has ``verdict`` (FAIL | WARN | ok | note) and ``detail``.
-    ``first``: CURRENT is a confirmation run and this is the first measurement (rule 5).
-    ``speed_note``: why speed cannot be gated (rule 8): every speed row becomes a note."""
+    ``first``: CURRENT is a confirmation run, and this is the first measurement's (baseline,
+    current) pair (rule 5). ``speed_note``: why speed cannot be gated (rule 8): every speed row
+    becomes a note. ``ab``: BASE and CURRENT are the two sides of one A/B run (rule 9; its
+    ``gate_ref``, for the backends only one side has)."""
     cfg = cfg or GateConfig()
-    before = sharp_rows(check_speed(base, first, cfg), cfg) if first is not None else None
+    before = sharp_rows(check_speed(*first, cfg), cfg) if first is not None else None
     speed = check_speed(base, cur, cfg, before)
+    names = ("REF", "the working tree") if ab is not None else ("baseline", "current")
+    status = check_status(base, cur, required_impls(), names)
+    if ab is not None and ab.get("removed"):
+        gone = [{"impl": i, "verdict": NOTE, "detail": "removed: in REF, not in the working tree (not gated)"}
+                for i in ab["removed"]]  # fmt: skip
+        status = pd.concat([status, pd.DataFrame(gone)], ignore_index=True)
     return {
-        "status": check_status(base, cur, required_impls()),
+        "status": status,
         "agreement": check_agreement(cur),
         "accuracy": check_accuracy(base, cur, cfg),
         "speed": ungated(speed, speed_note) if speed_note else speed,
@@ -202,14 +224,23 @@ def inconclusive(tables: dict[str, pd.DataFrame]) -> int:
     return sum(int((t["verdict"] == INCONCLUSIVE).sum()) for t in tables.values() if len(t))
 
 
-def speed_only_failures(baseline: str, current: str) -> dict[str, set[str]] | None:
+def speed_only_failures(baseline: str | None, current: str) -> dict[str, set[str]] | None:
     """``{impl: {models}}`` whose speed rows fail or are suspects (``suspect``: a train_step row
     past the decision point that its interval could not decide), when speed is the only failing
     check; ``None`` when another check fails too (those are not re-measured). A failing
     aggregate row (model ``ALL``) names every model the implementation was measured on in CURRENT
-    (a model only the baseline has is not re-measured: the confirmation run could not compare it)."""
-    base, cur, selection = load_pair(baseline, current)
-    tables = compare_frames(base, cur, speed_note=selection.speed_note)
+    (a model only the baseline has is not re-measured: the confirmation run could not compare it).
+    ``baseline`` None: CURRENT is an A/B run, judged against its own REF side."""
+    if baseline is None:
+        base, cur, ab = load_ab(current)
+        tables = compare_frames(base, cur, GateConfig(direct=True), ab=ab)
+    else:
+        base, cur, selection = load_pair(baseline, current)
+        tables = compare_frames(base, cur, speed_note=selection.speed_note)
+    return _again(tables)
+
+
+def _again(tables: dict[str, pd.DataFrame]) -> dict[str, set[str]] | None:
     if any(len(t) and (t["verdict"] == FAIL).any() for k, t in tables.items() if k != "speed"):
         return None
     sp = tables["speed"]
@@ -263,6 +294,32 @@ def load_pair(baseline: str, current: str) -> tuple[dict[str, pd.DataFrame], dic
     """(baseline frames, current frames, the baseline selected for CURRENT's machine kind)."""
     selection = select_baseline(baseline, current)
     return _load("baseline", str(selection.path)), _load("current", current), selection
+
+
+def split_sides(frames: Frames) -> tuple[Frames, Frames]:
+    """An A/B run's frames as (REF's side, the working tree's side), REF's names without their
+    ``@ref`` (``bench.sides``); records of no implementation (the GEMM peak) go to both."""
+    base: Frames = {}
+    cur: Frames = {}
+    for kind, df in frames.items():
+        if "impl" not in df:
+            base[kind], cur[kind] = df, df
+            continue
+        ref = df["impl"].map(is_ref)
+        shared = df["impl"].isna()
+        base[kind] = df[ref | shared].assign(impl=df.loc[ref | shared, "impl"].map(lambda i: base_name(i) if i else i))
+        cur[kind] = df[~ref | shared]
+    return base, cur
+
+
+def load_ab(run: str) -> tuple[Frames, Frames, dict[str, Any]]:
+    """(REF's side, the working tree's side, the run's ``gate_ref``) of an A/B run (rule 9)."""
+    frames = _load("A/B run", run)
+    meta = read_run_meta(resolve_run_dir(run))
+    if not meta.get("gate_ref"):
+        raise BadInput(f"{run} is not an A/B run (run.json has no gate_ref: it was not run with --gate-ref)")
+    base, cur = split_sides(frames)
+    return base, cur, meta["gate_ref"]
 
 
 def select_baseline(baseline: str, current: str) -> Selection:
@@ -341,8 +398,13 @@ def _print_tables(tables: dict[str, pd.DataFrame], out: Any, wide: bool = False)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("baseline", help="baseline run dir (e.g. bench/baselines/quick)")
-    ap.add_argument("current", help="current run dir (e.g. runs/latest)")
+    ap.add_argument("runs", nargs="+", metavar="RUN",
+                    help="BASELINE CURRENT: a baseline (run dir, or a folder of machine-kind baselines: "
+                         "bench/baselines/quick) and the current run dir (runs/latest); "
+                         "with --ab, one A/B run dir")  # fmt: skip
+    ap.add_argument("--ab", action="store_true",
+                    help="the run was measured with --gate-ref: gate its working tree's side against its REF side "
+                         "(rule 9)")  # fmt: skip
     ap.add_argument("--impls", help="comma-separated implementations to compare (default: all)")
     ap.add_argument("--models", help="comma-separated models to compare (default: all)")
     d = GateConfig()
@@ -359,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="CURRENT re-measures this run (same code): a train_step row past the decision point "
                          "in both fails as reproduced (rule 5; run --gate sets it)")  # fmt: skip
     args = ap.parse_args(argv)
+    if len(args.runs) != (1 if args.ab else 2):
+        ap.print_usage(sys.stderr)
+        print("error: give BASELINE CURRENT, or --ab RUN", file=sys.stderr)
+        return 2
+    args.baseline, args.current = (None, args.runs[0]) if args.ab else args.runs
     cfg = GateConfig(
         threshold=args.threshold,
         peak_threshold=args.peak_threshold,
@@ -366,9 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         n_boot=args.bootstrap,
         acc_sigmas=args.acc_sigmas,
         acc_floor=args.acc_floor,
+        direct=args.ab,
     )
     impls = [s.strip() for s in args.impls.split(",") if s.strip()] if args.impls else None
     models = [s.strip() for s in args.models.split(",") if s.strip()] if args.models else None
+    if args.ab:
+        return main_ab(args, cfg, impls, models)
     try:
         base, cur, selection = load_pair(args.baseline, args.current)
         first = _load("first measurement", args.first_measurement) if args.first_measurement else None
@@ -378,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     base, cur = _filter(base, impls, models), _filter(cur, impls, models)
-    first = _filter(first, impls, models) if first is not None else None
-    tables = compare_frames(base, cur, cfg, first, selection.speed_note)
+    pair = (base, _filter(first, impls, models)) if first is not None else None
+    tables = compare_frames(base, cur, cfg, pair, selection.speed_note)
     shown = [("baseline", str(selection.path)), ("current", args.current)]
     for label, path in shown + ([("first measurement", args.first_measurement)] if first is not None else []):
         meta = read_run_meta(resolve_run_dir(path))
@@ -397,9 +467,37 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed(tables) else 0
 
 
-def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT", speed_note: str | None = None) -> str:
+def main_ab(args: argparse.Namespace, cfg: GateConfig, impls: list[str] | None, models: list[str] | None) -> int:
+    """``compare --ab RUN``: the working tree's side of an A/B run against its REF side (rule 9)."""
+    try:
+        base, cur, ab = load_ab(args.current)
+        first = load_ab(args.first_measurement)[:2] if args.first_measurement else None
+        _validate_names("implementation", impls, _known_impls([base, cur]))
+        _validate_names("model", models, _known_models([base, cur]))
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    base, cur = _filter(base, impls, models), _filter(cur, impls, models)
+    pair = (_filter(first[0], impls, models), _filter(first[1], impls, models)) if first else None
+    tables = compare_frames(base, cur, cfg, pair, ab=ab)
+    meta = read_run_meta(resolve_run_dir(args.current))
+    print(f"A/B run: {args.current} (run {meta.get('run_id', '?')})")
+    print(f"  A: {tree_label(meta.get('tree'))}")
+    print(f"  B: REF {ab.get('rev')} = {str(ab.get('commit'))[:10]}" + (f" ({ab['why']})" if ab.get("why") else ""))
+    if args.first_measurement:
+        print(f"first measurement: {args.first_measurement}")
+    if meta.get("injected_slowdown"):
+        print(f"  it has an injected slowdown (gate validation): {meta['injected_slowdown']}")
+    _print_tables(tables, sys.stdout, args.wide)
+    print("\n" + verdict_line(tables, args.label, ab=ab))
+    return 1 if failed(tables) else 0
+
+
+def verdict_line(
+    tables: dict[str, pd.DataFrame], label: str = "RESULT", speed_note: str | None = None, ab: dict | None = None
+) -> str:
     """The one line that states the gate's verdict, with what it could not decide, and whether
-    speed was gated at all (rule 8)."""
+    speed was gated at all (rule 8) or how (rule 9: ``ab``, an A/B run's ``gate_ref``)."""
     n_fail = sum(int((t["verdict"] == FAIL).sum()) for t in tables.values() if len(t))
     n_inc = inconclusive(tables)
     if compared_nothing(tables):
@@ -407,6 +505,8 @@ def verdict_line(tables: dict[str, pd.DataFrame], label: str = "RESULT", speed_n
     text = f"{label}: {'FAIL' if failed(tables) else 'PASS'} ({n_fail} failing"
     text += f", {n_inc} inconclusive: too noisy, repeat the run to decide them" if n_inc else ""
     text += "; SPEED NOT GATED: no baseline of this machine kind" if speed_note else ""
+    if ab is not None:
+        text += f"; {ab['why']}" if ab.get("why") else f"; A/B against {ab.get('rev')} ({str(ab.get('commit'))[:10]})"
     return text + "; rules: bench/compare.py)"
 
 

@@ -12,6 +12,8 @@ import math
 import statistics
 from typing import Any
 
+from bench.sides import same_side
+
 DERIVED_COLUMNS = ("samples_per_s", "speedup_vs_numpy", "x_vs_pure_python_b1", "frac_peak", "frac_peak_model")
 
 
@@ -44,8 +46,8 @@ def fill_derived(records: list[dict[str, Any]], overwrite: bool = True) -> list[
             continue
         key = (r["model"], r["dtype"], r["phase"])
         sps = rate[(r["impl"], *key, r["batch_size"])]
-        numpy_rate = rate.get(("numpy", *key, r["batch_size"]))
-        pp_rate = rate.get(("pure_python", *key, 1))
+        numpy_rate = rate.get((same_side("numpy", r["impl"]), *key, r["batch_size"]))  # its own side's (A/B run)
+        pp_rate = rate.get((same_side("pure_python", r["impl"]), *key, 1))
         p = peak.get(r.get("dtype") or "float32")
         gflops, gflops_model = r.get("gflops"), r.get("gflops_model")
         values = {

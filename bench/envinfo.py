@@ -39,6 +39,15 @@ def cpu_info() -> dict[str, str]:
     }
 
 
+def kind_env() -> dict[str, Any]:
+    """What ``bench.baseline.machine_kind`` reads (SIMD extensions, usable cores), without the rest
+    of ``collect``: the gate picks its baseline, or its A/B, before a run starts."""
+    return {
+        "cpu_simd": cpu_info()["cpu_simd"],
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0),
+    }
+
+
 def library_versions() -> dict[str, str]:
     out = {}
     for name in LIBRARIES:

@@ -74,9 +74,14 @@ def required_impls() -> list[str]:
 
 
 def check_status(
-    base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], required: list[str] | None = None
+    base: dict[str, pd.DataFrame],
+    cur: dict[str, pd.DataFrame],
+    required: list[str] | None = None,
+    names: tuple[str, str] = ("baseline", "current"),
 ) -> pd.DataFrame:
-    """Availability and crash rules (2. and 7. in the module docstring)."""
+    """Availability and crash rules (2. and 7. in the module docstring); ``names``: what BASE and
+    CURRENT are called in the details (an A/B run: REF and the working tree)."""
+    nb, nc = names
     rows = []
     ab, ac = _availability(base), _availability(cur)
     ib, ic = _impls(base), _impls(cur)
@@ -87,11 +92,11 @@ def check_status(
     for impl in sorted(ib | ic):
         b_ok = ab.get(impl, (impl in ib, ""))[0]
         if impl not in ic:
-            rows.append({"impl": impl, "verdict": NOTE, "detail": "in baseline, not run in current"})
+            rows.append({"impl": impl, "verdict": NOTE, "detail": f"in {nb}, not run in {nc}"})
         elif impl not in ib:
-            rows.append({"impl": impl, "verdict": NOTE, "detail": "new in current (no baseline)"})
+            rows.append({"impl": impl, "verdict": NOTE, "detail": f"new in {nc} (none in {nb}: not gated)"})
         elif b_ok and impl in ac and not ac[impl][0] and impl not in (required or ()):
-            rows.append({"impl": impl, "verdict": WARN, "detail": f"available in baseline, skipped now: {ac[impl][1]}"})
+            rows.append({"impl": impl, "verdict": WARN, "detail": f"available in {nb}, skipped now: {ac[impl][1]}"})
     keys = ["impl", "model", "phase", "status"]
     eb = _last(base.get("error"), keys)
     known = {tuple(r) for r in eb[keys].astype(str).itertuples(index=False)} if len(eb) else set()
@@ -102,7 +107,7 @@ def check_status(
                 rows.append(_err_row(e, NOTE, ""))
             continue
         k = tuple(str(e[x]) for x in keys)
-        rows.append(_err_row(e, WARN, "same failure in baseline") if k in known else _err_row(e, FAIL, "new failure"))
+        rows.append(_err_row(e, WARN, f"same failure in {nb}") if k in known else _err_row(e, FAIL, "new failure"))
     return pd.DataFrame(rows)
 
 

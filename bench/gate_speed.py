@@ -20,6 +20,7 @@ CRASH_STATUSES = ("crash", "timeout", "oom", "not_implemented")
 SPEED_CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 REFERENCE = "numpy"
 PEAK_REF = "gemm"
+TWIN_REF = "REF"  # an A/B run: each case against its own twin on REF's side, in the same run
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class GateConfig:
     min_sd: float = 0.02  # floor of a pooled process-to-process spread (log units)
     min_sd_n: int = 2  # gaps (cases) below which an implementation borrows the others' spread
     default_sd: float = 0.15  # when no implementation has enough: about what this machine kind shows
+    # An A/B run (``run --gate-ref``): BASE is REF's side of the same run, measured interleaved with
+    # CURRENT on the same machine, so each case is compared with its twin directly (R = t_cur / t_ref)
+    # instead of through an in-run reference: no reference noise, and NumPy is judged like the rest.
+    direct: bool = False
 
 
 def _as_samples(samples: Any, median: Any) -> np.ndarray | None:
@@ -252,6 +257,12 @@ def _ref_key(key: tuple, sb: dict, sc: dict) -> tuple:
     return (PEAK_REF, dtype)
 
 
+def _ratio(boot: _Boot, label: str, key: tuple, x: Samples, rk: tuple | None, r: Samples | None) -> np.ndarray:
+    """Bootstrap replicates of a case's figure over its in-run reference's (itself when ``rk`` is
+    None: an A/B run compares twins directly)."""
+    return boot(label, key, x) / boot(label, rk, r) if rk is not None and r is not None else boot(label, key, x)
+
+
 def _aggregates(items: list[tuple]) -> list[tuple[str, list[tuple]]]:
     """The aggregate rows of one implementation: all its cases (phase ``ALL``), then each phase
     (its models and batch sizes), so that a slowdown of train_step alone is not diluted by the
@@ -278,24 +289,28 @@ def check_speed(
     rows, logs = [], {}
     cases = sorted((k for k in sb if k in sc and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
     for key in cases:
-        rk = _ref_key(key, sb, sc)
-        ref, thr = (PEAK_REF, cfg.peak_threshold) if rk[0] == PEAK_REF else (REFERENCE, cfg.threshold)
+        rk = None if cfg.direct else _ref_key(key, sb, sc)
+        ref, thr = (PEAK_REF, cfg.peak_threshold) if rk and rk[0] == PEAK_REF else (REFERENCE, cfg.threshold)
+        ref = TWIN_REF if rk is None else ref
         row: dict[str, Any] = dict(zip(SPEED_CASE, key, strict=True)) | {"ref": ref, "threshold": thr}
-        if rk not in sb or rk not in sc:
+        if rk is not None and (rk not in sb or rk not in sc):
             rows.append(row | {"verdict": NOTE, "detail": f"no in-run {ref} reference"})
             continue
-        xb, rb, xc, rc = sb[key], sb[rk], sc[key], sc[rk]
-        reps = (boot("c", key, xc) / boot("c", rk, rc)) / (boot("b", key, xb) / boot("b", rk, rb))
+        xb, xc = sb[key], sc[key]
+        rb, rc = (sb[rk], sc[rk]) if rk is not None else (None, None)
+        reps = _ratio(boot, "c", key, xc, rk, rc) / _ratio(boot, "b", key, xb, rk, rb)
         lo, hi = _ci(reps, cfg)
-        br, cr = center(xb) / center(rb), center(xc) / center(rc)
+        br = center(xb) / center(rb) if rb is not None else center(xb)
+        cr = center(xc) / center(rc) if rc is not None else center(xc)
         verdict, detail = _verdict(lo, hi, thr, ref)
-        if verdict == FAIL and min(min(len(a) for a in s) for s in (xb, rb, xc, rc)) < cfg.min_rounds:
+        sets = [x for x in (xb, rb, xc, rc) if x is not None]
+        if verdict == FAIL and min(min(len(a) for a in s) for s in sets) < cfg.min_rounds:
             verdict, detail = WARN, f"{detail} (fewer than {cfg.min_rounds} rounds: judged by the aggregate only)"
         row |= {"base_ratio": br, "cur_ratio": cr, "R": cr / br, "ci_low": lo, "ci_high": hi}
-        sizes = "/".join(f"{len(s)}x{min(len(a) for a in s)}" for s in (xb, rb, xc, rc))
+        sizes = "/".join(f"{len(s)}x{min(len(a) for a in s)}" for s in sets)
         row |= {"n_samples": sizes, "verdict": verdict, "detail": detail}
         rows.append(row)
-        measured = min(len(x) for x in (xb, rb, xc, rc)) >= cfg.phase_min_processes and ref == REFERENCE
+        measured = min(len(x) for x in sets) >= cfg.phase_min_processes and ref in (REFERENCE, TWIN_REF)
         logs.setdefault((key[0], key[2], ref, thr), []).append((key[3], np.log(cr / br), np.log(reps), measured))
     decision = cfg.decision or float(np.sqrt(cfg.threshold))
     for (impl, dtype, ref, thr), items in sorted(logs.items()):

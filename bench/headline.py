@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from bench import stability
+from bench.sides import same_side
 
 # "% GEMM peak": the FLOPs the implementation performs per second against the in-run GEMM peak;
 # "% peak, model FLOPs": the model's direct count instead (an effective rate: Numba's Winograd
@@ -78,13 +79,14 @@ def headline_tables(frames: dict[str, pd.DataFrame], cores: int | None = None) -
     for (model, dtype), g in train.groupby(["model", "dtype"], sort=False):
         b = spec_batch(str(model), g["batch_size"])
         g = g[pd.to_numeric(g["batch_size"], errors="coerce") == b]
-        ref = g.loc[g["impl"] == "numpy", "median_s"]
+        ref = dict(zip(g["impl"], g["median_s"], strict=True))
         peak = _frac_peak(speed, str(model), str(dtype), b)
         peak_model = _frac_peak(speed, str(model), str(dtype), b, "frac_peak_model")
         rows = []
         for r in g.itertuples(index=False):
             sps = b / r.median_s if r.median_s else math.nan
-            x = float(ref.iloc[0]) / r.median_s if len(ref) and r.median_s else math.nan
+            t_np = ref.get(same_side("numpy", r.impl))  # its own side's NumPy in an A/B run
+            x = float(t_np) / r.median_s if t_np and r.median_s else math.nan
             rows.append(
                 {
                     "impl": r.impl,

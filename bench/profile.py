@@ -16,6 +16,7 @@ from typing import Any
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PARTS = ("agreement", "speed", "accuracy")
+REF_PARTS = ("speed", "accuracy")  # what side B of an A/B run measures, unless the profile says ``ref_parts``
 
 
 class RunError(Exception):
@@ -60,7 +61,12 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def effective_profile(profile: dict[str, Any], impl: str, model: str | None = None) -> dict[str, Any]:
     """The profile with ``model_overrides.<model>``, ``overrides.<impl>`` and then
-    ``overrides.<impl>.models.<model>`` merged in, in that order."""
+    ``overrides.<impl>.models.<model>`` merged in, in that order. A side-B case of an A/B run
+    (``numpy@ref``, ``bench.sides``) takes its implementation's profile, its parts narrowed to
+    the profile's ``ref_parts`` (default: speed and accuracy; side B's agreement is not gated)."""
+    from bench.sides import base_name, is_ref
+
+    ref, impl = is_ref(impl), base_name(impl)
     out = {k: v for k, v in profile.items() if k not in ("overrides", "model_overrides")}
     if model is not None:
         out = deep_merge(out, profile.get("model_overrides", {}).get(model, {}))
@@ -69,6 +75,9 @@ def effective_profile(profile: dict[str, Any], impl: str, model: str | None = No
     out = deep_merge(out, over)
     if model is not None and model in models:
         out = deep_merge(out, models[model])
+    if ref:
+        keep = out.get("ref_parts", REF_PARTS)
+        out["parts"] = [p for p in out.get("parts", list(PARTS)) if p in keep]
     return out
 
 

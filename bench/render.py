@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.sides import ref_name
+
 CSS = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
@@ -54,7 +56,7 @@ def impl_order(frames: dict[str, pd.DataFrame]) -> dict[str, int]:
         names = implementations.names()
     except Exception:  # the report must not depend on the registry importing cleanly
         names = []
-    seen = list(names)
+    seen = [n for name in names for n in (name, ref_name(name))]  # an A/B run: each with its REF twin
     for df in frames.values():
         seen += [i for i in df["impl"].dropna().unique() if i not in seen]
     return {n: i for i, n in enumerate(seen)}

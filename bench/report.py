@@ -37,6 +37,7 @@ from bench.headline import headline_markdown, headline_tables, stability_lines, 
 from bench.render import CSS, cell, html_table, markdown_table
 from bench.report_tables import build_sections
 from bench.results import COMMON
+from bench.sides import tree_label
 
 GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
 OUTPUT_FILES = ("results.parquet", "results.csv", "summary.md", "report.html")
@@ -49,10 +50,17 @@ def injection_lines(injected: str | None) -> list[str]:
     return [f"**Injected slowdown (gate validation, not a measurement): `{injected}`.**", ""]
 
 
-def gate_lines(gate: dict[str, Any] | None) -> list[str]:
-    """The regression gate's verdict (``gate.json``, written by ``run --gate``), when it ran."""
+def gate_lines(gate: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> list[str]:
+    """The regression gate's verdict (``gate.json``, written by ``run --gate``), when it ran; for
+    an A/B run (``--gate-ref``), which two trees were compared."""
+    ab = (meta or {}).get("gate_ref")
+    both = []
+    if ab:
+        why = f" ({ab['why']})" if ab.get("why") else ""
+        both = [f"**A/B run**: A = {tree_label((meta or {}).get('tree'))}; B = REF `{ab.get('rev')}` = "
+                f"`{str(ab.get('commit'))[:10]}`{why}. Side B's cases are named `<impl>@ref`.", ""]  # fmt: skip
     if not gate:
-        return []
+        return both
     confirm = (
         f"; a confirmation run re-measured the speed failures ({gate.get('confirm_dir')})"
         if gate.get("confirmation")
@@ -61,13 +69,60 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
     lines = [f"**Regression gate: {gate.get('verdict')}** against `{gate.get('baseline')}`{confirm}."]
     if gate.get("speed_not_gated"):
         lines += ["", f"**{gate['speed_not_gated']}**"]
-    return [*lines, ""]
+    return [*both, *lines, ""]
+
+
+def gate_speed_table(gate: dict[str, Any] | None) -> pd.DataFrame | None:
+    """The gate's train_step rows (``gate.json``'s ``speed_rows``) for the headline: per implementation
+    and model, both sides' samples/s (an A/B run) or in-run ratios (a stored baseline), R with its
+    99 % interval (R > 1: the working tree / current run is slower) and the verdict."""
+    rows = (gate or {}).get("speed_rows") or []
+    if not rows:
+        return None
+    ab = bool(gate.get("ab"))
+    out = []
+    for r in rows:
+        b = r.get("batch_size")
+        row = {"impl": r["impl"], "model": "all (geometric mean)" if r["model"] == "ALL" else r["model"],
+               "batch": "" if b is None else int(b)}  # fmt: skip
+        if ab:
+            row["A samples/s"] = _rate(b, r.get("cur_ratio"))
+            row["B (REF) samples/s"] = _rate(b, r.get("base_ratio"))
+            row["B/A"] = _fmt3(r.get("R"))
+        else:
+            row["current / numpy"] = _fmt3(r.get("cur_ratio"))
+            row["baseline / numpy"] = _fmt3(r.get("base_ratio"))
+            row["R"] = _fmt3(r.get("R"))
+        row["99% interval"] = f"[{_fmt3(r.get('ci_low'))}, {_fmt3(r.get('ci_high'))}]"
+        row["verdict"] = str(r.get("verdict") or "") + (
+            " (confirmation)" if r.get("measurement") == "confirmation" else ""
+        )
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _rate(batch: Any, seconds: Any) -> str:
+    return f"{batch / seconds:,.0f}" if batch and seconds else ""
+
+
+def _fmt3(v: Any) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+GATE_TITLE = "Regression gate: train_step, R > 1 is slower"
 
 
 def render_markdown(
-    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
+    frames: dict[str, pd.DataFrame],
+    run_id: str,
+    gate: dict[str, Any] | None = None,
+    injected: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
-    head = [f"# nnbench run `{run_id}`", "", *injection_lines(injected), *gate_lines(gate)]
+    head = [f"# nnbench run `{run_id}`", "", *injection_lines(injected), *gate_lines(gate, meta)]
+    verdicts = gate_speed_table(gate)
+    if verdicts is not None:
+        head += [f"### {GATE_TITLE}", "", markdown_table(verdicts), ""]
     out = [*head, *headline_markdown(frames, markdown_table)]
     for s in build_sections(frames):
         out += [f"## {s.title}", ""]
@@ -91,14 +146,20 @@ def headline_html(frames: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def render_html(
-    frames: dict[str, pd.DataFrame], run_id: str, gate: dict[str, Any] | None = None, injected: str | None = None
+    frames: dict[str, pd.DataFrame],
+    run_id: str,
+    gate: dict[str, Any] | None = None,
+    injected: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
-    top = [*injection_lines(injected), *gate_lines(gate)]
+    top = [*injection_lines(injected), *gate_lines(gate, meta)]
+    verdicts = gate_speed_table(gate)
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>nnbench {html.escape(run_id)}</title><style>{CSS}</style></head><body>",
         f"<h1>nnbench run {html.escape(run_id)}</h1>",
         *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in top if line),
+        *([f"<h3>{GATE_TITLE}</h3>{html_table(verdicts)}"] if verdicts is not None else []),
         *headline_html(frames),
         "<h2>Figures</h2>",
     ]
@@ -149,7 +210,7 @@ def write_report(run_dir: str | Path) -> Path:
     csv.to_csv(rd / "results.csv", index=False)
     gate_file = rd / GATE_FILE
     gate = json.loads(gate_file.read_text(encoding="utf-8")) if gate_file.is_file() else None
-    (rd / "summary.md").write_text(render_markdown(frames, run_id, gate, injected), encoding="utf-8")
+    (rd / "summary.md").write_text(render_markdown(frames, run_id, gate, injected, meta), encoding="utf-8")
     out = rd / "report.html"
-    out.write_text(render_html(frames, run_id, gate, injected), encoding="utf-8")
+    out.write_text(render_html(frames, run_id, gate, injected, meta), encoding="utf-8")
     return out

@@ -20,6 +20,7 @@ the run and, with ``--gate``, runs the regression gate (``bench.gate_run``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import gate_ref
+from bench.gate_ref import Plan, RefError, RefTree, check_contract, tree_state
 from bench.gate_run import gate
 from bench.profile import (  # noqa: F401 - re-exported: the run's public names
     PARTS,
@@ -41,6 +44,7 @@ from bench.profile import (  # noqa: F401 - re-exported: the run's public names
 )
 from bench.run_cases import execute
 from bench.run_state import drop_unfinished, write_records_atomic
+from bench.sides import is_ref, ref_name
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -61,7 +65,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", help="MNIST directory (default: MNIST_DIR, then the cache)")
     p.add_argument("--timeout", type=float, help="per-worker timeout in seconds, overriding the profile's")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    p.add_argument("--gate", metavar="BASELINE", help="after the run, compare it with BASELINE (exit 1 on regression)")
+    p.add_argument("--gate", metavar="BASELINE", help="after the run, compare it with BASELINE (exit 1 on regression); "
+                   "with no baseline of this machine kind there, speed is gated by an A/B against the commit "
+                   "BASELINE was taken at")  # fmt: skip
+    p.add_argument("--gate-ref", metavar="REF",
+                   help="measure every case twice, with the working tree's code and with git revision REF's "
+                        "(interleaved, same machine), then gate the working tree against REF "
+                        "(exit 1 on regression)")  # fmt: skip
+    p.add_argument("--no-gate", action="store_true", help=argparse.SUPPRESS)  # --gate-ref's measurement alone
     return p.parse_args(argv)
 
 
@@ -96,7 +107,7 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     return profile, specs, impls, dtypes
 
 
-def create_run(ns: argparse.Namespace) -> Path:
+def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
     import implementations
     from bench import envinfo, inject
     from bench.threads import apply_threads, configured_threads, pin_cpus
@@ -107,6 +118,10 @@ def create_run(ns: argparse.Namespace) -> Path:
     except inject.InjectionError as e:
         raise RunError(str(e)) from e
     profile, specs, impls, dtypes = resolve_inputs(ns)
+    registry = dict(implementations._REGISTRY)
+    if ab is not None:  # side A then side B of each implementation REF has too (bench.sides)
+        impls = [n for i in impls for n in ((i, ref_name(i)) if i in ab.registry else (i,))]
+        registry |= {ref_name(i): ab.registry[i] for i in impls if not is_ref(i) and i in ab.registry}
     threads = apply_threads(ns.threads or profile.get("threads") or configured_threads())
     try:
         cpus = pin_cpus(threads) if profile.get("pin") and not getattr(ns, "no_pin", False) else None
@@ -131,8 +146,10 @@ def create_run(ns: argparse.Namespace) -> Path:
         "threads": threads,
         "cpus": cpus,  # every worker pinned to these CPUs (profile ``pin``), or None
         "timeout_s": ns.timeout,
-        "data_dir": ns.data_dir,
-        "registry": dict(implementations._REGISTRY),
+        "data_dir": str(Path(ns.data_dir).resolve()) if ns.data_dir else None,
+        "registry": registry,
+        "tree": tree_state(),  # the working tree measured: HEAD, dirty, the hash of its changes
+        "gate_ref": ab.to_json() if ab else None,  # an A/B run: REF's side (bench.gate_ref)
         "env": envinfo.collect(threads),
         "injected_slowdown": injected,  # a gate-validation run (bench/inject.py), not a measurement
     }
@@ -162,38 +179,84 @@ def find_resume_dir(ns: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ns = parse_args(argv)
+    try:
+        ab = plan_ab(ns)
+    except (RunError, RefError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # cancelled CI job
+    try:
+        with RefTree(ab.commit) if ab else contextlib.nullcontext():  # removed on every way out
+            return measure_and_gate(ns, ab)
+    except RefError as e:  # REF could not be checked out or held
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def plan_ab(ns: argparse.Namespace) -> Plan | None:
+    """What a run compares: REF's side of an A/B run (``--gate-ref``, the fallback of ``--gate``
+    with no stored baseline of this machine kind, or a resumed A/B run), else None. Bad input is
+    ``RunError``/``RefError``, before anything runs."""
+    if ns.gate and ns.gate_ref:
+        raise RunError("give --gate BASELINE or --gate-ref REF, not both")
     if ns.gate:
         from bench.baseline import BaselineError, select
 
         try:
             select(ns.gate, None)  # a baseline run, or a folder of them (picked by machine kind after the run)
         except (BaselineError, OSError) as e:
-            print(f"error: --gate: {e}", file=sys.stderr)
-            return 2
+            raise RunError(f"--gate: {e}") from e
+    if ns.resume:
+        saved = json.loads((find_resume_dir(ns) / "run.json").read_text(encoding="utf-8")).get("gate_ref")
+        return Plan.from_json(saved) if saved else None
+    if not (ns.gate_ref or ns.gate):
+        return None
+    _, _, impls, _ = resolve_inputs(ns)
+    asked = bool(_split(ns.impls))
+    if ns.gate_ref:
+        return gate_ref.plan(ns.gate_ref, impls, asked)
+    p, ns.speed_not_gated = gate_ref.fallback(ns.gate, impls, asked)
+    return p
+
+
+def measure_and_gate(ns: argparse.Namespace, ab: Plan | None) -> int:
     try:
+        if ab is not None and not ns.resume:
+            check_contract(ab, [i for i in (_split(ns.impls) or implementations_names()) if i in ab.registry])
         if ns.resume:
             run_dir = find_resume_dir(ns)
             dropped = drop_unfinished(run_dir)
             print(f"resuming {run_dir} ({dropped} records of unfinished parts dropped)", flush=True)
         else:
-            run_dir = create_run(ns)
-    except RunError as e:
+            run_dir = create_run(ns, ab)
+    except (RunError, RefError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None  # cancelled CI job
+    if ab is not None:
+        why = f"; {ab.why}" if ab.why else ""
+        print(f"A/B: the working tree against {ab.rev} ({ab.short}){why}", flush=True)
     try:
         execute(run_dir, ns.timeout)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python -m bench run --resume {run_dir}", file=sys.stderr)
         return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     finish(run_dir, ns)
-    if ns.gate:
+    if (ns.gate or ns.gate_ref) and not ns.no_gate:
         return gate(ns, run_dir, rerun=main)
     return 0
+
+
+def implementations_names() -> list[str]:
+    import implementations
+
+    return implementations.names()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -16,8 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.gate_ref import code_root
 from bench.profile import effective_profile, profile_parts
 from bench.run_state import done_parts, drop_unfinished, mark_done, speed_part, validated_flag, write_records_atomic
+from bench.sides import base_name, is_ref
 from bench.spawn import failure, run_worker
 from bench.terminal import WIDTH, Progress, cut
 
@@ -31,6 +33,7 @@ def execute(run_dir: Path, timeout: float | None) -> None:
     import implementations
     from bench.threads import apply_pinning, apply_threads
 
+    run_dir = run_dir.resolve()  # side-B workers start in another folder
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     apply_threads(run["threads"])
     apply_pinning(run.get("cpus"))
@@ -51,6 +54,8 @@ def execute(run_dir: Path, timeout: float | None) -> None:
         for model in run["models"]
         for dtype in run["dtypes"]
     ]
+    order = {impl: n for n, impl in enumerate(dict.fromkeys(base_name(i) for i in run["impls"]))}
+    cases.sort(key=lambda c: (order[base_name(c[0])], run["models"].index(c[1]), c[2], is_ref(c[0])))  # A, then B
     todo = [c for c in cases if any((*c, p) not in done for p in profile_parts(effective_profile(profile, c[0], c[1])))]
     need_peak = [w for w in ("before", "after") if ("numpy", None, None, f"peak-{w}") not in done]
     progress = Progress(len(todo) + len(need_peak) + planned_speed_processes(run, cases, done))
@@ -72,12 +77,20 @@ def check_availability(run_dir: Path, run: dict[str, Any], done: set) -> dict[st
                 avail[r["impl"]] = [r["available"], r["reason"], r.get("requires")]
         return avail
     rid = run["run_id"]
-    res = run_worker(["availability", "--run-dir", str(run_dir), "--impls", ",".join(run["impls"])],
-                     run_dir, "availability", AVAILABILITY_TIMEOUT_S, "availability", None)  # fmt: skip
-    got = next((e["availability"] for e in res.events if "availability" in e), {})
+    got: dict[str, Any] = {}
+    for side in (False, True):  # the working tree's backends, then REF's (an A/B run), each in its own worker
+        names = [i for i in run["impls"] if is_ref(i) == side]
+        if not names:
+            continue
+        res = run_worker(["availability", "--run-dir", str(run_dir), "--impls", ",".join(names)], run_dir,
+                         "availability-ref" if side else "availability", AVAILABILITY_TIMEOUT_S, "availability",
+                         None, code=code_root(names[0]))  # fmt: skip
+        found = next((e["availability"] for e in res.events if "availability" in e), {})
+        why = "availability worker failed: " + failure(res, 0)[1]
+        got |= {n: found.get(n, [False, why, []]) for n in names}
     recs = []
     for impl in run["impls"]:
-        ok, reason, requires = got.get(impl, [False, "availability worker failed: " + failure(res, 0)[1], []])
+        ok, reason, requires = got[impl]
         avail[impl] = [ok, reason, requires]
         recs.append(make_record("availability", run_id=rid, impl=impl, model=None, dtype=None, available=ok,
                                 reason=reason, requires=",".join(requires)))  # fmt: skip
@@ -155,7 +168,7 @@ def run_case(
     # a backend with an on-disk compile cache gets an empty one, so cold_s is really cold
     cache_env = prof.get("cache_env")
     extra_env = {cache_env: str(run_dir / "cache" / f"{impl}-{model}-{dtype}")} if cache_env else {}
-    res = run_worker(args, run_dir, f"{impl}-{model}-{dtype}", timeout_s, label, progress, extra_env)
+    res = run_worker(args, run_dir, f"{impl}-{model}-{dtype}", timeout_s, label, progress, extra_env, code_root(impl))
     done = done_parts(run_dir)
     missing = [p for p in parts if ((impl, None, dtype, p) if p == "settings" else (impl, model, dtype, p)) not in done]
     if missing:
@@ -181,14 +194,21 @@ def speed_processes(prof: dict[str, Any]) -> int:
 
 def pending_speed_processes(run_dir: Path, run: dict[str, Any]) -> list[tuple[int, str, str, str]]:
     """``(process, impl, model, dtype)`` still to measure, process-major: every case's second
-    process before any case's third, so a slow minute of the machine hits all alike."""
+    process before any case's third, so a slow minute of the machine hits all alike. In an A/B
+    run each case's two sides are neighbours, in turns: A then B in even processes (the first
+    included), B then A in odd ones (A B B A A B), so neither side always runs right after the
+    other (a worker that follows another may find the machine in another state)."""
     done = done_parts(run_dir)
     out = []
     cases = sorted({(i, m, d) for (i, m, d, p) in done if p == "speed" and m is not None})
-    order = {impl: n for n, impl in enumerate(run["impls"])}
-    cases.sort(key=lambda c: (run["models"].index(c[1]) if c[1] in run["models"] else 99, order.get(c[0], 99)))
+    order = {impl: n for n, impl in enumerate(dict.fromkeys(base_name(i) for i in run["impls"]))}
+
+    def turn(c: tuple[str, str, str], k: int) -> tuple:
+        model = run["models"].index(c[1]) if c[1] in run["models"] else 99
+        return (model, order.get(base_name(c[0]), 99), c[2], is_ref(c[0]) != (k % 2 == 1))
+
     for k in range(1, max((speed_processes(effective_profile(run["profile"], i, m)) for i, m, _ in cases), default=1)):
-        for impl, model, dtype in cases:
+        for impl, model, dtype in sorted(cases, key=lambda c, k=k: turn(c, k)):
             if k < speed_processes(effective_profile(run["profile"], impl, model)):
                 if (impl, model, dtype, speed_part(k)) not in done:
                     out.append((k, impl, model, dtype))
@@ -211,7 +231,9 @@ def run_speed_process(
             "--parts", "speed", "--validated", flag, "--process", str(k)]  # fmt: skip
     cache_env = prof.get("cache_env")
     extra_env = {cache_env: str(run_dir / "cache" / f"{impl}-{model}-{dtype}")} if cache_env else {}
-    res = run_worker(args, run_dir, f"{impl}-{model}-{dtype}-p{k}", timeout_s, label, progress, extra_env)
+    res = run_worker(
+        args, run_dir, f"{impl}-{model}-{dtype}-p{k}", timeout_s, label, progress, extra_env, code_root(impl)
+    )
     if (impl, model, dtype, speed_part(k)) not in done_parts(run_dir):
         status, text = failure(res, timeout_s)
         drop_unfinished(run_dir)
@@ -240,7 +262,14 @@ def warm_cache_probe(
 
     args = ["warmprobe", "--run-dir", str(run_dir), "--impl", impl, "--model", model, "--dtype", dtype]
     res = run_worker(
-        args, run_dir, f"{impl}-{model}-{dtype}-warm", timeout_s, f"{label} (warm cache)", progress, extra_env
+        args,
+        run_dir,
+        f"{impl}-{model}-{dtype}-warm",
+        timeout_s,
+        f"{label} (warm cache)",
+        progress,
+        extra_env,
+        code_root(impl),
     )
     warm = next((e["warm"] for e in res.events if "warm" in e), None)
     if not warm:

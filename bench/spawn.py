@@ -47,13 +47,17 @@ def run_worker(
     label: str,
     progress: Progress | None,
     extra_env: dict[str, str] | None = None,
+    code: Path | None = None,
 ) -> WorkerResult:
-    """``python -m bench.worker *args`` in its own process group; kill the group on timeout."""
+    """``python -m bench.worker *args`` in its own process group; kill the group on timeout.
+    ``code``: the folder the worker starts in, ahead of the repository on its path (side B of an
+    A/B run: REF's ``implementations``, ``bench.gate_ref.code_root``); None: the repository."""
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"{log_name}.log"
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    roots = (str(code) if code else "", str(REPO), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in roots if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for key, value in {**MALLOC_ENV, **BLAS_WAIT_ENV}.items():
         env.setdefault(key, value)
@@ -65,7 +69,7 @@ def run_worker(
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,
-            cwd=str(REPO),
+            cwd=str(code or REPO),
             start_new_session=True,
         )
         lines: queue.Queue[str | None] = queue.Queue()

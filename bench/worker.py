@@ -43,6 +43,19 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
 
 
+def backend(run: dict[str, Any], impl: str) -> Any:
+    """The backend module of ``impl`` from the run's registry (``run.json``): a side-B name
+    (``numpy@ref``) maps to REF's module, which this worker imports from REF's checkout
+    (``bench.gate_ref.code_root``: the folder this worker was started in)."""
+    import importlib
+
+    import implementations
+
+    implementations._REGISTRY.update(run.get("registry", {}))  # agreement looks names up there
+    module = run.get("registry", {}).get(impl)
+    return importlib.import_module(module) if module else implementations.get(impl)
+
+
 def error_status(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "oom"
@@ -57,13 +70,11 @@ class Case:
     def __init__(
         self, run_dir: Path, impl: str, model: str, dtype: str, validated: bool | None, process: int = 0
     ) -> None:
-        import implementations
         from bench.spec import ModelSpec
 
         self.run_dir, self.impl, self.model_name, self.dtype = run_dir, impl, model, dtype
         self.run = load_run(run_dir)
-        implementations._REGISTRY.update(self.run.get("registry", {}))
-        self.module = implementations.get(impl)
+        self.module = backend(self.run, impl)
         self.spec = ModelSpec.from_dict(self.run["specs"][model])
         self.profile = effective_profile(self.run["profile"], impl, model)
         self.validated = validated
@@ -284,20 +295,37 @@ def _finite_dict(d: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_availability(args: argparse.Namespace) -> int:
-    import implementations
-
     run = load_run(Path(args.run_dir))
-    implementations._REGISTRY.update(run.get("registry", {}))
     out = {}
     for name in args.impls.split(","):
         try:
-            mod = implementations.get(name)
+            mod = backend(run, name)
             ok, reason = mod.available()
             requires = list(getattr(mod, "REQUIRES", ()))
         except Exception as e:
             ok, reason, requires = False, f"availability check failed: {type(e).__name__}: {e}", []
         out[name] = [bool(ok), str(reason), requires]
     emit(availability=out)
+    return 0
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    """``{name: problem or ""}`` for each backend module of ``--modules`` (JSON ``{name: module}``):
+    whether it imports here and has the contract's functions (``bench.gate_ref.check_contract``)."""
+    import importlib
+
+    from bench.gate_ref import CONTRACT
+
+    out = {}
+    for name, module in json.loads(args.modules).items():
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:
+            out[name] = f"cannot be imported here: {type(e).__name__}: {e}"
+            continue
+        missing = [f for f in CONTRACT if not callable(getattr(mod, f, None))]
+        out[name] = f"no function {', '.join(missing)}" if missing else ""
+    emit(contract=out)
     return 0
 
 
@@ -372,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("availability")
     a.add_argument("--run-dir", required=True)
     a.add_argument("--impls", required=True)
+    t = sub.add_parser("contract")
+    t.add_argument("--modules", required=True, help="JSON {name: module}")
     k = sub.add_parser("peak")
     k.add_argument("--run-dir", required=True)
     k.add_argument("--when", choices=("before", "after"), default="before")
@@ -389,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     apply_threads(configured_threads())  # before NumPy or a framework is imported
     pin_from_env()
-    cmds = {"availability": cmd_availability, "peak": cmd_peak, "case": cmd_case, "warmprobe": cmd_warmprobe}
+    cmds = {"availability": cmd_availability, "contract": cmd_contract, "peak": cmd_peak, "case": cmd_case}
+    cmds["warmprobe"] = cmd_warmprobe
     return cmds[args.cmd](args)
 
 

@@ -507,4 +507,6 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
         "machine_kind": None,
         "baseline_kind": None,
         "speed_not_gated": None,
+        "ab": None,
+        "speed_rows": [],
     }
