@@ -8,21 +8,27 @@ import sys
 
 # command -> (module with ``main(argv) -> int``, help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("bench.data", "fetch and verify MNIST, print where it is"),
-    "agree": ("bench.agreement", "check implementations against the NumPy float64 reference"),
+    "data": ("bench.plan.data", "fetch and verify MNIST, print where it is"),
+    "agree": ("bench.check.agreement", "check implementations against the NumPy float64 reference"),
     "run": ("bench.run", "the benchmark run: agreement, speed, accuracy, reports (tox -e bench)"),
-    "report": ("bench.report_cli", "(re)write a run's reports; several runs: side by side (--out)"),
-    "compare": ("bench.compare", "regression gate: compare a run against a baseline"),
-    "baseline": ("bench.baseline", "merge several runs' speed records into one gate baseline"),
-    "history": ("bench.history", "speed across runs (commits, machines): HTML, Markdown, PNG"),
-    "layers": ("bench.layer_timing", "per-function breakdown of a train step (cProfile)"),
+    "report": (
+        "bench.report.cli",
+        "(re)write a run's reports; several runs: side by side (--out)",
+    ),
+    "compare": ("bench.judge.compare", "regression gate: compare a run against a baseline"),
+    "baseline": ("bench.judge.baseline", "merge several runs' speed records into one gate baseline"),
+    "history": (
+        "bench.report.history",
+        "speed across runs (commits, machines): HTML, Markdown, PNG",
+    ),
+    "layers": ("bench.measure.probe.layer_timing", "per-function breakdown of a train step (cProfile)"),
     "specs": ("bench.__main__", "list presets and implementations, with availability"),
 }
 
 
 def specs_main(argv: list[str]) -> int:
-    import implementations
-    from bench.spec import preset, preset_names
+    from bench.plan import backends
+    from bench.plan.presets import preset, preset_names
 
     argparse.ArgumentParser(prog="python -m bench specs").parse_args(argv)
     for name in preset_names():
@@ -30,7 +36,7 @@ def specs_main(argv: list[str]) -> int:
         opt = f"{s.train.optimizer} lr={s.train.lr:g}"
         print(f"{name:<10} {s.num_params():>9,} params  loss={s.loss:<13} {opt:<14} init={s.init:<14} {s.description}")
     print()
-    for name, (ok, reason) in implementations.available().items():
+    for name, (ok, reason) in backends.available().items():
         print(f"{name:<14} {'available' if ok else 'unavailable'}: {reason}")
     return 0
 
@@ -46,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"error: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    if cmd == "specs":
-        return specs_main(rest)
-    module = importlib.import_module(COMMANDS[cmd][0])
-    return int(module.main(rest) or 0)
+    from bench.plan.backends import RegistryError
+
+    try:
+        if cmd == "specs":
+            return specs_main(rest)
+        module = importlib.import_module(COMMANDS[cmd][0])
+        return int(module.main(rest) or 0)
+    except RegistryError as e:  # two installed plugins claim one backend name
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

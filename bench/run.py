@@ -2,19 +2,24 @@
 
 Profiles are data (``bench/profiles/<name>.toml``, or a path to such a file): models, dtypes,
 seeds, batch sizes, rounds, accuracy budgets and timeouts, with per-implementation overrides
-(``[overrides.<impl>]``, narrowed by ``[overrides.<impl>.models.<model>]``; ``bench.profile``).
+(``[overrides.<impl>]``, narrowed by ``[overrides.<impl>.models.<model>]``; ``bench.plan.profile``).
 
 A run lives in ``<out>/<run_id>/`` (``runs/`` by default, git-ignored; committed reports live
 in ``reports/``): ``run.json`` (config, profile, specs, environment),
-``results.jsonl`` (``bench.results`` records), ``cases.jsonl`` (which case parts are done,
-``bench.run_state``), ``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each
+``results.jsonl`` (``bench.measure.results`` records), ``cases.jsonl`` (which case parts are done,
+``bench.measure.run_state``), ``benchmarks/*.json`` (pytest-benchmark JSON) and ``logs/`` (each
 worker's stderr).
 
 This module is the command: it checks the input, creates the run directory (or finds the one
-to resume), has ``bench.run_cases`` measure every case part not done yet (one worker process
-per case, ``bench.spawn``), then fills the derived columns (``bench.derived``) by rewriting
-``results.jsonl`` atomically, writes the report (``bench.report``), points ``<out>/latest`` at
-the run and, with ``--gate``, runs the regression gate (``bench.gate_run``).
+to resume), has ``bench.measure.run_cases`` measure every case part not done yet (one worker process
+per case, ``bench.measure.spawn``), then fills the derived columns (``bench.measure.derived``) by rewriting
+``results.jsonl`` atomically, writes the report (``bench.report.run_report``), points ``<out>/latest`` at
+the run and, with ``--gate``, runs the regression gate (``bench.gate``).
+
+Exit codes, highest precedence first: 2, bad input (refused before anything runs: no run folder);
+130, interrupted (``--resume`` continues); 1, the regression gate failed; 3, the run finished but
+a case crashed, timed out or ran out of memory (the failed cases are listed last; every other
+case and the reports are written); 0, everything ran (and the gate, if asked, passed).
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import gate_ref
-from bench.gate_ref import Plan, RefError, RefTree, check_contract, tree_state
-from bench.gate_run import gate
-from bench.profile import (  # noqa: F401 - re-exported: the run's public names
+from bench.gate import gate
+from bench.measure import ref_tree
+from bench.measure.ref_tree import Plan, RefError, RefTree, check_contract, tree_state
+from bench.measure.results import EXIT_CASES_FAILED
+from bench.measure.run_cases import execute
+from bench.measure.run_state import drop_unfinished, write_records_atomic
+from bench.plan.profile import (  # noqa: F401 - re-exported: the run's public names
     PARTS,
     RunError,
     deep_merge,
@@ -42,13 +50,16 @@ from bench.profile import (  # noqa: F401 - re-exported: the run's public names
     profile_names,
     profile_parts,
 )
-from bench.run_cases import execute
-from bench.run_state import drop_unfinished, write_records_atomic
-from bench.sides import is_ref, ref_name
+from bench.plan.sides import is_ref, ref_name
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench run",
+        description=__doc__.split("\n\n")[0],
+        epilog="exit codes: 0 ok; 1 regression gate failed; 2 bad input (nothing ran); "
+        f"{EXIT_CASES_FAILED} a case crashed, timed out or ran out of memory; 130 interrupted",
+    )
     p.add_argument("--models", help="comma-separated presets or spec files (default: the profile's)")
     p.add_argument("--impls", help="comma-separated implementations (default: all registered)")
     p.add_argument("--dtype", help="float32 or float64, or a comma list (default: the profile's)")
@@ -82,8 +93,10 @@ def _split(s: str | None) -> list[str]:
 
 def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], list[str], list[str]]:
     """(profile, specs by model name, impls, dtypes); ``RunError`` on any bad input."""
-    import implementations
-    from bench.spec import SpecError, resolve
+    from bench.core.spec import SpecError
+    from bench.plan import backends
+    from bench.plan.inputs import fits_mnist
+    from bench.plan.presets import resolve
 
     profile = load_profile(ns.profile)
     specs: dict[str, Any] = {}
@@ -92,13 +105,16 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
             spec = resolve(m)
         except SpecError as e:
             raise RunError(str(e)) from e
+        why = fits_mnist(spec)
+        if why:
+            raise RunError(f"spec {spec.name!r} cannot run on MNIST: {why}")
         specs[spec.name] = spec.to_dict()
     if not specs:
         raise RunError("no models given (--models) and none in the profile")
-    impls = _split(ns.impls) or implementations.names()
-    unknown = [i for i in impls if i not in implementations.names()]
+    impls = _split(ns.impls) or backends.names()
+    unknown = [i for i in impls if i not in backends.names()]
     if unknown:
-        valid = ", ".join(implementations.names())
+        valid = ", ".join(backends.names())
         raise RunError(f"unknown implementation(s) {', '.join(unknown)}; valid names: {valid}")
     dtypes = _split(ns.dtype) or list(profile.get("dtypes", ["float32"]))
     bad = [d for d in dtypes if d not in ("float32", "float64")]
@@ -108,9 +124,9 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
 
 
 def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
-    import implementations
-    from bench import envinfo, inject
-    from bench.threads import apply_threads, configured_threads, pin_cpus
+    from bench.core.threads import apply_threads, configured_threads, pin_cpus
+    from bench.measure import envinfo, inject
+    from bench.plan import backends
 
     injected = os.environ.get(inject.ENV) or None
     try:
@@ -118,8 +134,8 @@ def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
     except inject.InjectionError as e:
         raise RunError(str(e)) from e
     profile, specs, impls, dtypes = resolve_inputs(ns)
-    registry = dict(implementations._REGISTRY)
-    if ab is not None:  # side A then side B of each implementation REF has too (bench.sides)
+    registry = backends.registry()
+    if ab is not None:  # side A then side B of each implementation REF has too (bench.plan.sides)
         impls = [n for i in impls for n in ((i, ref_name(i)) if i in ab.registry else (i,))]
         registry |= {ref_name(i): ab.registry[i] for i in impls if not is_ref(i) and i in ab.registry}
     threads = apply_threads(ns.threads or profile.get("threads") or configured_threads())
@@ -149,11 +165,11 @@ def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
         "data_dir": str(Path(ns.data_dir).resolve()) if ns.data_dir else None,
         "registry": registry,
         "tree": tree_state(),  # the working tree measured: HEAD, dirty, the hash of its changes
-        "gate_ref": ab.to_json() if ab else None,  # an A/B run: REF's side (bench.gate_ref)
+        "gate_ref": ab.to_json() if ab else None,  # an A/B run: REF's side (bench.measure.ref_tree)
         "env": envinfo.collect(threads),
-        "injected_slowdown": injected,  # a gate-validation run (bench/inject.py), not a measurement
+        "injected_slowdown": injected,  # a gate-validation run (bench/measure/inject.py), not a measurement
     }
-    from bench.results import SCHEMA_VERSION
+    from bench.measure.results import SCHEMA_VERSION
 
     run["schema_version"] = SCHEMA_VERSION
     (run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
@@ -207,7 +223,7 @@ def plan_ab(ns: argparse.Namespace) -> Plan | None:
     if ns.gate and ns.gate_ref:
         raise RunError("give --gate BASELINE or --gate-ref REF, not both")
     if ns.gate:
-        from bench.baseline import BaselineError, select
+        from bench.judge.baseline import BaselineError, select
 
         try:
             select(ns.gate, None)  # a baseline run, or a folder of them (picked by machine kind after the run)
@@ -221,8 +237,10 @@ def plan_ab(ns: argparse.Namespace) -> Plan | None:
     _, _, impls, _ = resolve_inputs(ns)
     asked = bool(_split(ns.impls))
     if ns.gate_ref:
-        return gate_ref.plan(ns.gate_ref, impls, asked)
-    p, ns.speed_not_gated = gate_ref.fallback(ns.gate, impls, asked)
+        return ref_tree.plan(ns.gate_ref, impls, asked)
+    from bench.judge.baseline import fallback
+
+    p, ns.speed_not_gated = fallback(ns.gate, impls, asked)
     return p
 
 
@@ -248,15 +266,30 @@ def measure_and_gate(ns: argparse.Namespace, ab: Plan | None) -> int:
         print(f"\ninterrupted; continue with: python -m bench run --resume {run_dir}", file=sys.stderr)
         return 130
     finish(run_dir, ns)
-    if (ns.gate or ns.gate_ref) and not ns.no_gate:
-        return gate(ns, run_dir, rerun=main)
-    return 0
+    rc = gate(ns, run_dir, rerun=main) if (ns.gate or ns.gate_ref) and not ns.no_gate else 0
+    return with_failed_cases(run_dir, rc)
+
+
+def with_failed_cases(run_dir: Path, rc: int) -> int:
+    """List the cases that failed (last, so a log's tail shows them); ``rc``, or
+    ``EXIT_CASES_FAILED`` where the run otherwise passed and any case failed."""
+    from bench.measure.results import failed_cases, read_records
+    from bench.measure.terminal import WIDTH, cut
+
+    failed = failed_cases(read_records(run_dir))
+    if failed:
+        print(f"\nFAILED CASES ({len(failed)}): the run finished without them; logs: {run_dir / 'logs'}")
+        for r in failed:
+            first = (r.get("error") or "").strip().splitlines()
+            where = f"{r['impl']} {r.get('model') or '-'} {r.get('dtype') or '-'} {r['phase']}"
+            print(cut(f"  {where}: {r['status'].upper()}: {first[-1] if first else ''}", WIDTH))
+    return EXIT_CASES_FAILED if failed and rc == 0 else rc
 
 
 def implementations_names() -> list[str]:
-    import implementations
+    from bench.plan import backends
 
-    return implementations.names()
+    return backends.names()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -264,9 +297,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def finish(run_dir: Path, ns: argparse.Namespace) -> None:
-    from bench.derived import fill_derived
-    from bench.results import read_records
-    from bench.terminal import print_summary
+    from bench.measure.derived import fill_derived
+    from bench.measure.results import read_records
+    from bench.measure.terminal import print_summary
 
     records = fill_derived(read_records(run_dir))
     write_records_atomic(run_dir, records)
@@ -277,7 +310,7 @@ def finish(run_dir: Path, ns: argparse.Namespace) -> None:
     print_summary(records)
     if not ns.no_report:
         try:
-            from bench.report import write_report
+            from bench.report.run_report import write_report
         except ImportError:
             write_report = None
         if write_report is not None:

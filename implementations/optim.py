@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.spec import TrainConfig
+from bench.core.spec import TrainConfig
 
 
 def adam_step_size(train: TrainConfig, t: int) -> float:

@@ -118,7 +118,7 @@ def _first_r(run_dir: Path, impl: str) -> float | None:
     """R of ``impl``'s train_step row in the first measurement (before any confirmation)."""
     try:
         sys.path.insert(0, str(REPO))
-        from bench.compare import GateConfig, compare_frames, load_ab
+        from bench.judge.compare import GateConfig, compare_frames, load_ab
 
         base, cur, ab = load_ab(str(run_dir))
         sp = compare_frames(base, cur, GateConfig(direct=True), ab=ab)["speed"]

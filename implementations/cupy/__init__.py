@@ -6,7 +6,7 @@ table (``kernels.py``) whose every kernel has a NumPy twin, so the whole class i
 the CPU with ``xp=numpy``. CuPy is an optional extra (``pip install .[gpu]``); nothing here
 imports it at module level.
 
-Nothing harness-side lives here: agreement is ``bench.agreement.check`` (``tests/gpu/``), and
+Nothing harness-side lives here: agreement is ``bench.check.agreement.check`` (``tests/gpu/``), and
 the GPU report is the normal run, ``python -m bench run --impls numpy,cupy,torch-cuda``.
 """
 

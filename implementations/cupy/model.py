@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.spec import ModelSpec
+from bench.core.spec import ModelSpec
 from implementations.numpy import mlp
 from implementations.numpy.model import XpModel
 

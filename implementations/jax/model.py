@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from bench.threads import configured_threads
-from implementations.base import Model, check_supported
+from bench.core.model import Model, check_supported
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
+from bench.core.threads import configured_threads
 from implementations.optim import adam_step_size
 
 

@@ -37,16 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from implementations.base import Model, check_supported, conv_w_from_hwio, conv_w_to_hwio, nchw_to_nhwc_rows
+from bench.core.model import Model, check_supported, conv_w_from_hwio, conv_w_to_hwio, nchw_to_nhwc_rows
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
 
 from .setup import keras_tf
 
 LAYERS = ("conv2d", "maxpool2d", "flatten", "dense", "sigmoid", "relu", "tanh", "softmax", "dropout")
 
 # The train_step variants; ``DEFAULT_TRAIN_STEP`` is the fastest one measured on the
-# presets (see bench/plain/keras_step.py, which times them all).
+# presets (see bench/measure/probe/plain/keras_step.py, which times them all).
 TRAIN_STEPS = ("train_on_batch", "train_on_batch_xla", "tf_function", "tf_function_xla")
 DEFAULT_TRAIN_STEP = "tf_function"
 

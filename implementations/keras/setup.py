@@ -1,7 +1,7 @@
 """Importing Keras on the TensorFlow backend with the harness's thread count.
 
 ``keras_tf()`` sets ``KERAS_BACKEND=tensorflow`` before Keras is imported and TF's
-intra-op threads to ``configured_threads()`` (inter-op 1, as ``bench.threads`` sets for
+intra-op threads to ``configured_threads()`` (inter-op 1, as ``bench.core.threads`` sets for
 every backend) before TF runs its first op; TF32 is turned off (a no-op on CPU, recorded).
 """
 
@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from bench.threads import configured_threads
+from bench.core.threads import configured_threads
 
 _STATE: dict[str, Any] = {}
 

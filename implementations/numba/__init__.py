@@ -9,18 +9,18 @@ backward in one pass, gather-form col2im, batch-sized buffers reused across step
 Winograd F(2x2, 3x3) where the conv is 3x3 'same' (``winograd``: 16 GEMMs, 2.25x fewer
 multiply-adds).
 Against direct Numba loops
-(``kernels.conv_direct_forward``; ``python -m bench.microbench conv``), single
+(``kernels.conv_direct_forward``; ``python -m bench.measure.probe.microbench conv``), single
 threaded at batch 50 float32, im2col+GEMM was ~2x faster on the 32->64 and 64->128 convs
 of the ``cnn`` preset and ~0.8x on the 1->32 one, so it is kept; with 2 threads on an
 oversubscribed 2-core machine the direct loops won (BLAS threads contending), to re-check.
-The thread count is ``bench.threads.configured_threads()`` (``numba.set_num_threads``). At more
+The thread count is ``bench.core.threads.configured_threads()`` (``numba.set_num_threads``). At more
 than one thread a batch with enough work is split into one shard per thread (``shards``): each
 shard's pass runs on its own Python thread (``implementations.shards``) with serial ``nogil``
 kernels and single-threaded BLAS,
 then the shards' gradients are summed; at one thread every kernel is its serial twin.
 Compilation is kept out of the speed numbers and measured apart by the run, as for every
 backend with an on-disk compile cache: the profiles' ``cache_env = "NUMBA_CACHE_DIR"`` gives
-each case an empty cache, so ``bench.worker``'s first calls are cold (``cold_s``), then a
+each case an empty cache, so ``bench.measure.worker``'s first calls are cold (``cold_s``), then a
 fresh process over the filled cache gives ``warm_cache_s`` (the ``compile`` records).
 """
 
@@ -55,7 +55,7 @@ def settings() -> dict:
     import numba
     import numpy
 
-    from bench.threads import blas_info
+    from bench.core.threads import blas_info
     from implementations.shards import shards_setting
 
     from .model import SHARD_MIN_FLOPS, set_threads

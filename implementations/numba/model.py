@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from bench.threads import configured_threads
+from bench.core.model import Model, check_supported
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
+from bench.core.threads import configured_threads
 from implementations import shards
-from implementations.base import Model, check_supported
 from implementations.optim import make_adam
 
 from . import blas, conv_pool

@@ -35,7 +35,7 @@ def reference(spec, params, dtype: str = "float64"):
 def settings() -> dict:
     import numpy
 
-    from bench.threads import blas_info, configured_threads
+    from bench.core.threads import blas_info, configured_threads
     from implementations.shards import shards_setting
 
     from .model import SHARD_MIN_FLOPS

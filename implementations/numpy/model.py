@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from bench.threads import configured_threads
+from bench.core.model import Model, check_supported, to_host
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
+from bench.core.threads import configured_threads
 from implementations import shards
-from implementations.base import Model, check_supported, to_host
 from implementations.optim import make_adam
 
 from . import cnn, mlp

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from implementations.base import Model, check_supported
+from bench.core.model import Model, check_supported
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
 from implementations.optim import adam_step_size
 
 from . import ops

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.params import check_params
-from bench.spec import ModelSpec
-from bench.threads import configured_threads
-from implementations.base import Model, check_supported
+from bench.core.model import Model, check_supported
+from bench.core.params import check_params
+from bench.core.spec import ModelSpec
+from bench.core.threads import configured_threads
 
 LAYERS = ("conv2d", "maxpool2d", "flatten", "dense", "sigmoid", "relu", "tanh", "softmax", "dropout")
 ACTIVATION_MODULES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}

@@ -1,17 +1,17 @@
-"""bench.agreement: it passes what agrees, and (negative controls) fails what does not."""
+"""bench.check.agreement: it passes what agrees, and (negative controls) fails what does not."""
 
 import fake_backends
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import TOLERANCES, check, compare_tensor, main
-from bench.spec import preset
+from bench.check.agreement import TOLERANCES, check, compare_tensor, main
+from bench.plan import backends
+from bench.plan.presets import preset
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setitem(implementations._REGISTRY, "fake", "fake_backends")
+    monkeypatch.setitem(backends._extra, "fake", "fake_backends")
     yield fake_backends.BREAK
     fake_backends.BREAK["kind"] = "weight"
 

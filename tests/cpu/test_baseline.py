@@ -7,8 +7,8 @@ import json
 import pytest
 from test_compare import light_frames, run_main, synthetic_run
 
-from bench import baseline, compare
-from bench.results import RUN_FILE, read_records
+from bench.judge import baseline, compare, speed
+from bench.measure.results import RUN_FILE, read_records
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +54,10 @@ def test_merged_baseline_outlives_a_run_whose_reference_was_slow(tmp_path):
     out = tmp_path / "base"
     baseline.merge([bad, good], out)
     assert run_main(out, cur) == 0
-    sets = compare._sample_sets(light_frames(read_records(out)))
+    sets = speed._sample_sets(light_frames(read_records(out)))
     key = ("numpy", "mlp", "float32", "train_step", 64)
-    good_sets = compare._sample_sets(light_frames(read_records(good)))
-    assert len(sets[key]) == 6 and compare.center(sets[key]) == pytest.approx(compare.center(good_sets[key]))
+    good_sets = speed._sample_sets(light_frames(read_records(good)))
+    assert len(sets[key]) == 6 and speed.center(sets[key]) == pytest.approx(speed.center(good_sets[key]))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The regression gate (bench.compare) on synthetic runs.
+"""The regression gate (bench.judge.compare) on synthetic runs.
 
 A synthetic run draws per-round times from a noise model: true per-call time of each
 (impl, model, phase, batch) x a uniform machine-speed factor (another machine) x a
@@ -17,8 +17,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import compare
-from bench.results import COMMON, KIND_COLUMNS, RUN_FILE, SCHEMA_VERSION, append_records, make_record, read_records
+from bench.judge import compare, speed
+from bench.measure.results import (
+    COMMON,
+    KIND_COLUMNS,
+    RUN_FILE,
+    SCHEMA_VERSION,
+    append_records,
+    make_record,
+    read_records,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +87,7 @@ def synthetic_records(
     processes: int = PROCESSES,
 ):
     """(run.json dict, records) of a fake run; ``processes=6``: a baseline merged from two runs
-    (``bench.baseline``)."""
+    (``bench.judge.baseline``)."""
     rng = np.random.default_rng(seed)
     slow, acc_drop = slow or {}, acc_drop or {}
     meta = {"run_id": run_id, "profile": "quick", "schema_version": SCHEMA_VERSION}
@@ -288,7 +296,7 @@ def test_mild_slowdown_below_decision_passes(tmp_path):
 
 
 def slow_phase(frames: dict[str, pd.DataFrame], impl: str, phase: str, factor: float) -> dict[str, pd.DataFrame]:
-    """``frames`` with every round of ``impl``'s ``phase`` ``factor`` x slower (``bench.inject``'s
+    """``frames`` with every round of ``impl``'s ``phase`` ``factor`` x slower (``bench.measure.inject``'s
     real counterpart slows the calls themselves)."""
     sp = frames["speed"].copy()
     hit = (sp["impl"] == impl) & (sp["phase"] == phase)
@@ -315,7 +323,7 @@ def test_phase_slowdown_of_one_implementation_fails(factor):
 def test_phase_rule():
     """FAIL needs both: beyond noise (CI low > 1) and past the decision point; a wide interval
     is inconclusive, a narrow one below the threshold ok."""
-    rule = compare._phase_verdict
+    rule = speed._phase_verdict
     assert rule(1.20, 1.10, 1.30, 1.25, 1.118, "numpy")[0] == compare.FAIL
     assert rule(1.20, 0.95, 1.50, 1.25, 1.118, "numpy")[0] == compare.INCONCLUSIVE  # not beyond noise
     assert rule(1.15, 0.98, 1.24, 1.25, 1.118, "numpy")[0] == compare.INCONCLUSIVE  # past the midpoint: a suspect
@@ -584,9 +592,9 @@ def test_first_measurement_option(tmp_path, capsys):
 def test_wide_interval_is_inconclusive_never_ok():
     """Seen: R=9.23, CI 0.85-13.0 printed "ok". An interval that contains the threshold
     cannot decide; the positive controls: a narrow one below it is ok, one above fails."""
-    assert compare._verdict(0.85, 13.0, 1.5, "numpy")[0] == compare.INCONCLUSIVE
-    assert compare._verdict(0.9, 1.1, 1.5, "numpy")[0] == compare.OK
-    assert compare._verdict(1.6, 1.9, 1.5, "numpy")[0] == compare.FAIL
+    assert speed._verdict(0.85, 13.0, 1.5, "numpy")[0] == compare.INCONCLUSIVE
+    assert speed._verdict(0.9, 1.1, 1.5, "numpy")[0] == compare.OK
+    assert speed._verdict(1.6, 1.9, 1.5, "numpy")[0] == compare.FAIL
     tables = {"speed": pd.DataFrame({"verdict": [compare.OK, compare.INCONCLUSIVE]})}
     line = compare.verdict_line(tables)
     assert line.startswith("RESULT: PASS") and "1 inconclusive" in line and not compare.failed(tables)

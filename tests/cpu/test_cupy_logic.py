@@ -4,7 +4,7 @@
   the real reason, no crash (fake ``cupy`` modules cover each failure mode, and one that
   works as the negative control).
 - ``CupyModel`` itself runs with ``xp=numpy`` and the NumPy twins of its kernels, checked
-  by the harness's agreement check (``bench.agreement.check("cupy", ...)`` with the backend's
+  by the harness's agreement check (``bench.check.agreement.check("cupy", ...)`` with the backend's
   ``build`` swapped for the CPU one: the one tolerance table, dtype checks, fresh batches)
   on every preset; the same class also runs on the *CUDA source* compiled for the CPU
   (``"emulated"`` kernels, needs a C++ compiler). The whole run (``python -m bench run``,
@@ -24,11 +24,11 @@ import types
 import numpy as np
 import pytest
 
-import implementations
 import implementations.cupy as backend
-from bench.agreement import AgreementResult, check, sample_batch
-from bench.params import init_params
-from bench.spec import preset
+from bench.check.agreement import AgreementResult, check, sample_batch
+from bench.core.params import init_params
+from bench.plan import backends
+from bench.plan.presets import preset
 from implementations.cupy import kernels as K
 from implementations.cupy.model import CupyModel
 from implementations.numpy import cnn
@@ -47,7 +47,7 @@ def emulated_build(spec, params, dtype):
 
 
 def agree(monkeypatch, build, name: str, dtype: str, **kw) -> AgreementResult:
-    """``bench.agreement.check("cupy", ...)`` with the backend's ``build`` replaced by ``build``."""
+    """``bench.check.agreement.check("cupy", ...)`` with the backend's ``build`` replaced by ``build``."""
     monkeypatch.setattr(backend, "build", build)
     return check("cupy", preset(name), dtype, **kw)
 
@@ -98,14 +98,13 @@ def test_available_here_is_fast_and_gives_a_reason():
 @pytest.fixture
 def cupy_only_registry(monkeypatch):
     """The registry restricted to numpy + cupy (the other backends import big frameworks)."""
-    monkeypatch.setattr(
-        implementations, "_REGISTRY", {"numpy": "implementations.numpy", "cupy": "implementations.cupy"}
-    )
+    only = {"numpy": "implementations.numpy", "cupy": "implementations.cupy"}
+    monkeypatch.setattr(backends, "registry", lambda: dict(only))
 
 
 def test_registry_reports_the_same_reason(cupy_only_registry):
-    assert implementations.get("cupy") is backend
-    assert implementations.available()["cupy"] == backend.available()
+    assert backends.get("cupy") is backend
+    assert backends.available()["cupy"] == backend.available()
     assert backend.REQUIRES == ("gpu",)
 
 
@@ -152,7 +151,7 @@ def test_working_device_is_reported_available(monkeypatch):
 
 def test_broken_availability_check_is_caught_by_registry(monkeypatch, cupy_only_registry):
     monkeypatch.setattr(backend, "available", lambda: 1 / 0)
-    ok, reason = implementations.available()["cupy"]
+    ok, reason = backends.available()["cupy"]
     assert not ok and "ZeroDivisionError" in reason
 
 
@@ -201,7 +200,7 @@ RUN_PROFILE = """
 
 def test_cupy_model_through_the_normal_run(tmp_path, monkeypatch):
     """The GPU report is ``python -m bench run --impls cupy,torch-cuda``: the same worker,
-    ``bench.agreement.check`` and ``bench.timing.Timer`` as every backend. Here the real
+    ``bench.check.agreement.check`` and ``bench.measure.timing.Timer`` as every backend. Here the real
     cupy backend is skipped with its reason and ``CupyModel`` on the CPU (registered as
     ``cupy_twin``) goes through both parts."""
     import json
@@ -214,7 +213,7 @@ def test_cupy_model_through_the_normal_run(tmp_path, monkeypatch):
     (mods / "cupy_twin.py").write_text(textwrap.dedent(CUPY_TWIN))
     monkeypatch.syspath_prepend(str(mods))
     monkeypatch.setenv("PYTHONPATH", str(mods))
-    monkeypatch.setitem(implementations._REGISTRY, "cupy_twin", "cupy_twin")
+    monkeypatch.setitem(backends._extra, "cupy_twin", "cupy_twin")
     prof = tmp_path / "cupy-twin.toml"
     prof.write_text(textwrap.dedent(RUN_PROFILE))
     out = tmp_path / "runs"
@@ -234,7 +233,7 @@ def test_cupy_model_through_the_normal_run(tmp_path, monkeypatch):
 
 
 def test_project_agreement_check_passes_with_twins(monkeypatch):
-    """``bench.agreement.check("cupy", ...)`` (what the harness runs) on the twin model."""
+    """``bench.check.agreement.check("cupy", ...)`` (what the harness runs) on the twin model."""
     for name in ("tiny-mlp", "tiny-cnn"):
         for dtype in ("float64", "float32"):
             res = agree(monkeypatch, twin_build, name, dtype)

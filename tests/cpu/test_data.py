@@ -1,4 +1,4 @@
-"""bench.data: MNIST sources, verification, kept downloads, and the real data when MNIST_DIR is set.
+"""bench.plan.data: MNIST sources, verification, kept downloads, and the real data when MNIST_DIR is set.
 
 Most tests use tiny synthetic IDX files (12 train / 5 test samples) with their own checksums,
 passed to the loader through ``expected=`` and ``counts=``. The internet is never used: mirrors
@@ -26,8 +26,8 @@ import pooch
 import pytest
 import requests
 
-from bench import data, inputs
-from bench.data import MnistError, MnistUnavailable
+from bench.plan import data, inputs
+from bench.plan.data import MnistError, MnistUnavailable
 
 REAL_MNIST_DIR = os.environ.get("MNIST_DIR")  # captured before the autouse fixture clears it
 REAL_NPM_PATH = data.npm_path  # the autouse fixture replaces it
@@ -440,7 +440,7 @@ def test_damaged_kept_download_is_fetched_again(tmp_path, synth, monkeypatch, ca
     KEPT_DAMAGE[damage](path)
     net = FakeNet(served("https://m/", raw))
     monkeypatch.setattr(data, "download_url", net)
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="bench.plan.data"):
         origin = data.find_mnist(expected=sums, counts=COUNTS)
     assert "downloaded from https://m/;" in origin and net.calls == ["https://m/" + data.TRAIN_IMAGES + ".gz"]
     assert str(path) in caplog.text and "downloading it again" in caplog.text
@@ -656,7 +656,7 @@ def test_real_mnist_through_mirror_and_cache(tmp_path, monkeypatch, capsys, http
 
 
 def test_cli_entry_point(tmp_path, synth, capsys):
-    """``python -m bench data`` calls ``bench.data.main(argv)``; bad data gives exit status 1."""
+    """``python -m bench data`` calls ``bench.plan.data.main(argv)``; bad data gives exit status 1."""
     d = write_dir(tmp_path / "mnist", synth[0])
     assert data.main(["--data-dir", str(d)]) == 1
     assert str(d) in capsys.readouterr().err

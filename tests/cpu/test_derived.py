@@ -1,4 +1,4 @@
-"""Derived speed columns (``bench.derived``): one implementation, written by the run and filled
+"""Derived speed columns (``bench.measure.derived``): one implementation, written by the run and filled
 by the report's loader where a record lacks them."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from bench.derived import DERIVED_COLUMNS, fill_derived
-from bench.frames import frames_from_records
-from bench.results import make_record
+from bench.measure.derived import DERIVED_COLUMNS, fill_derived
+from bench.measure.frames import frames_from_records
+from bench.measure.results import make_record
 
 
 def speed(impl: str, median: float, batch: int = 50, process: int = 0, phase: str = "forward") -> dict:

@@ -1,5 +1,5 @@
-"""Reports across runs (bench.history, bench.side_by_side) and the run's terminal output
-(bench.terminal), on real tiny runs: numpy and pure_python on tiny-mlp, agreement and speed.
+"""Reports across runs (bench.report.history, bench.report.side_by_side) and the run's terminal output
+(bench.measure.terminal), on real tiny runs: numpy and pure_python on tiny-mlp, agreement and speed.
 
 Where a test needs what one machine cannot make in seconds (another commit, another machine,
 a slower build) it copies a real run and changes exactly that in the copy, and says so.
@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import history, report_cli, side_by_side
 from bench import run as brun
-from bench.terminal import WIDTH, Progress, ProgressEstimate, summary_lines
+from bench.measure.terminal import WIDTH, Progress, ProgressEstimate, summary_lines
+from bench.report import cli as report_cli
+from bench.report import history, side_by_side
 
 PROFILE = """
     name = "tiny"
@@ -213,7 +214,7 @@ def test_progress_plain_lines_and_estimate():
 
 
 def test_summary_fits_and_skips_are_not_errors(runs):
-    from bench.results import make_record, read_records
+    from bench.measure.results import make_record, read_records
 
     recs = read_records(runs["dirs"][0])
     recs.append(make_record("error", impl="cupy", phase="availability", status="skipped", error="no GPU " * 40))
@@ -250,15 +251,16 @@ def test_progress_in_place_on_a_terminal():
 def test_history_reads_multi_process_runs():
     """The committed quick baseline merges two runs of 3 worker processes per speed case: its
     ratios are the gate's figure (the fastest process), not a median over a ragged list."""
-    from bench import compare, history
-    from bench.report import load_run
+    from bench.judge import speed
+    from bench.measure.frames import load_run
+    from bench.report import history
 
     base = Path(__file__).resolve().parents[2] / "bench" / "baselines" / "quick" / "2cpu-avx2-fma"
     runs, points = history.load_history([base])
     assert len(runs) == 1 and len(points)
-    sets = compare._sample_sets(load_run(base))
+    sets = speed._sample_sets(load_run(base))
     key = ("torch", "mlp", "float32", "train_step", 50)
     assert len(sets[key]) == 6  # the case really has several processes (2 runs x 3)
     row = points[(points["impl"] == "torch") & (points["model"] == "mlp") & (points["phase"] == "train_step")]
-    want = compare.center(sets[key]) / compare.center(sets[("numpy", *key[1:])])
+    want = speed.center(sets[key]) / speed.center(sets[("numpy", *key[1:])])
     assert row["ratio"].iloc[0] == pytest.approx(want)

@@ -1,4 +1,12 @@
-"""The project's modules import each other as a DAG: no circles, function-local imports included.
+"""The project's modules import each other as a DAG: no circles, function-local imports included;
+and the rooms import one way.
+
+Rooms, lowest first: ``bench.core`` (what a backend needs: spec types, parameter checks, thread
+settings, the model contract) < ``bench.plan`` < ``bench.check`` < ``bench.measure`` <
+``bench.judge`` < ``bench.report`` < the top (``bench.run``, ``bench.gate``, the CLI). A module
+imports only its own room and lower ones. ``implementations`` import only ``bench.core`` and
+themselves, and no module of ``bench`` imports a backend by name (they are found through
+``bench.plan.backends``, like a plugin).
 
 The graph is read from the source with ``ast`` (nothing is imported): every ``import`` and
 ``from ... import`` anywhere in a module, at module level or inside a function, of a module of
@@ -88,6 +96,80 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+# The rooms of ``bench`` in the order they may import each other (lowest first).
+ROOMS = ("bench.core", "bench.plan", "bench.check", "bench.measure", "bench.judge", "bench.report", "bench")
+CORE = "bench.core"
+
+
+def room(module: str) -> str:
+    """``implementations`` or the longest room of ``ROOMS`` that holds ``module``."""
+    if module.split(".")[0] == "implementations":
+        return "implementations"
+    return max((r for r in ROOMS if module == r or module.startswith(r + ".")), key=len)
+
+
+def room_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import against the one-way rule, as ``a -> b (why)``."""
+    rank = {r: i for i, r in enumerate(ROOMS)}
+    bad = []
+    for a, targets in sorted(graph.items()):
+        ra = room(a)
+        for b in sorted(targets):
+            rb = room(b)
+            if ra == "implementations":
+                if rb not in ("implementations", CORE):
+                    bad.append(f"{a} -> {b} (a backend imports only {CORE} and itself)")
+            elif rb == "implementations":
+                bad.append(f"{a} -> {b} (the harness finds backends through bench.plan.backends)")
+            elif rank[rb] > rank[ra]:
+                bad.append(f"{a} -> {b} ({ra} may not import the later room {rb})")
+    return bad
+
+
+def room_edges(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(room(a), room(b)) for a, ts in graph.items() for b in ts if room(a) != room(b)}
+
+
+def test_rooms_import_one_way():
+    graph = import_graph()
+    assert room_violations(graph) == []
+    edges = room_edges(graph)
+    assert ("implementations", CORE) in edges and ("bench.measure", "bench.check") in edges  # the reader sees them
+    print("room -> rooms it imports:")
+    for r in ("implementations", *ROOMS):
+        print(f"  {r}: {', '.join(sorted(b for a, b in edges if a == r)) or '-'}")
+
+
+def test_core_imports_nothing_else_of_the_project():
+    graph = import_graph()
+    core = {m: sorted(t for t in ts if room(t) != CORE) for m, ts in graph.items() if room(m) == CORE}
+    assert len(core) >= 4, "the core has its modules"
+    assert {m: ts for m, ts in core.items() if ts} == {}
+
+
+@pytest.mark.parametrize(
+    ("planted", "why"),
+    [
+        ("bench/core/spec.py", "may not import the later room bench.plan"),
+        ("implementations/numpy/model.py", "a backend imports only bench.core"),
+        ("bench/measure/timing.py", "finds backends through bench.plan.backends"),
+    ],
+)
+def test_negative_control_planted_import_fails(tmp_path, planted, why):
+    """A copy of the project with one planted import: the rule names it."""
+    import shutil
+
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("*.toml", "*.json", "*.md"))
+    target = {"bench/core/spec.py": "bench.plan.presets", "implementations/numpy/model.py": "bench.plan.presets"}
+    line = f"import {target.get(planted, 'implementations.numpy')}\n"
+    path = tmp_path / planted
+    assert room_violations(import_graph(tmp_path)) == []  # positive control: the copy is clean
+    path.write_text(path.read_text(encoding="utf-8") + "\n\ndef _planted():\n    " + line, encoding="utf-8")
+    bad = room_violations(import_graph(tmp_path))
+    assert len(bad) == 1 and why in bad[0], bad
+
+
 def test_project_imports_form_a_dag():
     graph = import_graph()
     assert len(graph) > 20, "the graph reader found too few modules"
@@ -97,8 +179,8 @@ def test_project_imports_form_a_dag():
 
 def test_reader_sees_function_local_and_relative_imports():
     graph = import_graph()
-    # bench.worker imports bench.agreement only inside a function
-    assert "bench.agreement" in graph["bench.worker"]
+    # bench.measure.case imports bench.check.agreement only inside a function
+    assert "bench.check.agreement" in graph["bench.measure.case"]
     # implementations.keras imports `.model` (relative, function-local)
     assert "implementations.keras.model" in graph["implementations.keras"]
 

@@ -1,4 +1,4 @@
-"""The deliberate-slowdown hook (``bench.inject``) that validates the gate: parsing with clear
+"""The deliberate-slowdown hook (``bench.measure.inject``) that validates the gate: parsing with clear
 errors, a slowed call that really takes ``factor`` times as long (with its negative control,
 factor 1), and a run that says it was slowed, in its run.json and at the top of its report."""
 
@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from bench import inject, report
-from bench.results import RUN_FILE
+from bench.measure import inject
+from bench.measure.results import RUN_FILE
+from bench.report import run_report as report
 
 
 def test_parse_reads_several_cases():
@@ -68,7 +69,8 @@ def test_slowed_call_takes_factor_times_as_long():
 def test_run_records_injection_and_rejects_malformed(tmp_path, monkeypatch):
     """run.json carries the injection, so every report and the gate can say so; a malformed
     value stops the run before it starts."""
-    from bench import run, threads
+    from bench import run
+    from bench.core import threads
 
     # create_run applies the thread count to this process's environment, BLAS and Numba:
     # keep it from leaking into the tests that run after this one

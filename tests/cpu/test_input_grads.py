@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.agreement import sample_batch
-from bench.params import init_params
-from bench.spec import preset
+from bench.check.agreement import sample_batch
+from bench.core.params import init_params
+from bench.plan.presets import preset
 from implementations.cupy.model import CupyModel
 from implementations.numpy import mlp
 from implementations.numpy.model import XpModel

@@ -4,11 +4,12 @@ imported inside the tests (through the backend), never at collection."""
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import check, rel_error, sample_batch
-from bench.params import init_params
-from bench.spec import ModelSpec, preset, random_spec
-from bench.threads import configured_threads
+from bench.check.agreement import check, rel_error, sample_batch
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec
+from bench.core.threads import configured_threads
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec
 
 
 def _rel(a, b) -> float:
@@ -34,7 +35,7 @@ FLAT_SPEC = {
 
 
 def _ref(spec, params):
-    return implementations.get("numpy").build(spec, params, "float64")
+    return backends.get("numpy").build(spec, params, "float64")
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,7 +1,7 @@
 """bench layers: the per-function breakdown runs and names the fused kernels."""
 
-from bench import layer_timing
 from bench.__main__ import COMMANDS
+from bench.measure.probe import layer_timing
 
 
 def test_breakdown_names_the_fused_numba_kernels():
@@ -18,7 +18,7 @@ def test_breakdown_names_the_fused_numba_kernels():
 
 def test_cli(capsys, monkeypatch):
     monkeypatch.setattr(layer_timing, "apply_threads", lambda n: n)  # leave this process's env alone
-    assert COMMANDS["layers"][0] == "bench.layer_timing"
+    assert COMMANDS["layers"][0] == "bench.measure.probe.layer_timing"
     argv = ["--impls", "numpy", "--model", "tiny-cnn", "--batch", "2", "--steps", "1", "--top", "3"]
     assert layer_timing.main(argv) == 0
     out = capsys.readouterr().out

@@ -1,13 +1,14 @@
-"""The side tools time through the run's timer: ``bench.microbench`` and ``bench.plain.compare``
-call ``bench.timing.Timer.measure`` (spied on here) and report what it measured."""
+"""The side tools time through the run's timer: ``bench.measure.probe.microbench`` and
+``bench.measure.probe.plain.compare`` call ``bench.measure.timing.Timer.measure`` (spied on here)
+and report what it measured."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import microbench as mb
-from bench.spec import preset
-from bench.timing import Timer
+from bench.measure.probe import microbench as mb
+from bench.measure.timing import Timer
+from bench.plan.presets import preset
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_median_time_warms_up_then_times_rounds(measured):
 
 def test_plain_compare_alternates_the_runs_timer_on_both_sides(measured):
     pytest.importorskip("torch")
-    from bench.plain import compare
+    from bench.measure.probe.plain import compare
 
     r = compare.compare("torch", "mlp", repeats=2, round_s=0.005)
     names = [n for n, _ in measured]

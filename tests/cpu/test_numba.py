@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from odd_specs import ODD_SPECS  # noqa: E402 - valid padding, floor pools, k=1/5, unfused activations
 
-import implementations  # noqa: E402
-from bench.agreement import TOLERANCES, check  # noqa: E402
-from bench.params import init_params  # noqa: E402
-from bench.spec import ModelSpec, preset, random_spec  # noqa: E402
-from implementations.base import one_hot  # noqa: E402
+from bench.check.agreement import TOLERANCES, check  # noqa: E402
+from bench.core.model import one_hot  # noqa: E402
+from bench.core.params import init_params  # noqa: E402
+from bench.core.spec import ModelSpec
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec  # noqa: E402
 
-NB = implementations.get("numba")
+NB = backends.get("numba")
 
 
 def _assert_agrees(spec, dtype, **kw):
@@ -55,7 +56,7 @@ def test_negative_control_a_perturbed_weight_fails():
     bad["3.W"][5, 7, 1, 2] += 1e-5
     x = np.random.default_rng(0).random((4, *spec.input_shape))
     got = NB.build(spec, bad, "float64").activations(x)
-    want = implementations.get("numpy").build(spec, params, "float64").activations(x)
+    want = backends.get("numpy").build(spec, params, "float64").activations(x)
     errs = [np.abs(g - w).max() / np.abs(w).max() for g, w in zip(got, want, strict=False)]
     tol = TOLERANCES["float64"].forward
     assert max(errs[:3]) <= tol < errs[3]  # layers before the perturbed conv agree; it does not
@@ -323,7 +324,7 @@ def test_nan_pixel_propagates_through_conv_relu_pool_like_the_reference(dtype):
     x = np.random.default_rng(0).random((2, *spec.input_shape))
     x[0, 0, 4, 4] = np.nan
     got = NB.build(spec, params, dtype).activations(x)
-    want = implementations.get("numpy").build(spec, params, "float64").activations(x)
+    want = backends.get("numpy").build(spec, params, "float64").activations(x)
     for k in range(3):  # conv, relu, pool
         assert np.isnan(want[k][0]).any() and not np.isnan(want[k][1]).any(), k  # positive control
         np.testing.assert_array_equal(np.isnan(got[k]), np.isnan(want[k]), err_msg=f"activation {k}")
@@ -332,7 +333,7 @@ def test_nan_pixel_propagates_through_conv_relu_pool_like_the_reference(dtype):
 
 @pytest.mark.slow
 def test_compile_time_measured_apart_by_the_run(tmp_path):
-    """JIT cost is the run's own cold / warm-cache probe (``bench.worker``'s first calls in a
+    """JIT cost is the run's own cold / warm-cache probe (``bench.measure.worker``'s first calls in a
     fresh process over an empty ``NUMBA_CACHE_DIR``, then again over the filled one), the same
     as the quick/standard/full profiles record for numba; nothing numba-specific measures it."""
     import json

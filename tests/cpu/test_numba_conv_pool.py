@@ -9,14 +9,14 @@ import numba  # noqa: F401 - a required dependency of the test env
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import rel_error
-from bench.params import init_params
-from bench.spec import ModelSpec
-from implementations.base import one_hot
+from bench.check.agreement import rel_error
+from bench.core.model import one_hot
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec
+from bench.plan import backends
 from implementations.numba import conv_pool
 
-NB = implementations.get("numba")
+NB = backends.get("numba")
 
 
 def rel_err(a, b) -> float:

@@ -4,13 +4,13 @@ GEMM into W in NumPy's own BLAS, against the separate GEMM + SGD kernel; negativ
 import numpy as np
 import pytest
 
-import implementations
-from bench.params import init_params
-from bench.spec import preset
+from bench.core.params import init_params
+from bench.plan import backends
+from bench.plan.presets import preset
 from implementations.numba import blas
 from implementations.numba import model as nb_model
 
-NB = implementations.get("numba")
+NB = backends.get("numba")
 TOL = {"float64": 1e-12, "float32": 2e-6}  # one GEMM's rounding against another's, relative to W
 
 

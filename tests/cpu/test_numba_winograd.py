@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_numba_conv_pool import _grads, _spec, rel_err
 
-from bench.spec import preset
+from bench.plan.presets import preset
 from implementations.numba import conv_pool, winograd
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
@@ -201,10 +201,10 @@ def test_the_model_reports_the_flops_it_performs():
     """The MNIST cnn's conv2 and conv3 counted as Winograd performs them (the harness's GFLOP/s
     and share of the peak use ``Model.flops``); a network without Winograd blocks keeps the
     spec's count."""
-    import implementations
-    from bench.params import init_params
+    from bench.core.params import init_params
+    from bench.plan import backends
 
-    nb = implementations.get("numba")
+    nb = backends.get("numba")
     cnn, mlp = preset("cnn"), preset("mlp")
     fl, nominal = nb.build(cnn, init_params(cnn, 0), "float32").flops(50), cnn.flops(50)
     saved = 0

@@ -5,15 +5,15 @@ a negative control."""
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import rel_error
-from bench.params import init_params
-from bench.spec import ModelSpec
-from implementations.base import one_hot
+from bench.check.agreement import rel_error
+from bench.core.model import one_hot
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec
+from bench.plan import backends
 from implementations.numpy import cnn
 from implementations.numpy.model import XpModel
 
-NP = implementations.get("numpy")
+NP = backends.get("numpy")
 
 
 def _spec(channels: int, size: int, kernel: int, padding: str) -> ModelSpec:

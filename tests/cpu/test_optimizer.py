@@ -8,10 +8,11 @@ import fake_backends
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import TOLERANCES, check, sample_batch
-from bench.params import init_params
-from bench.spec import ModelSpec, SpecError, preset
+from bench.check.agreement import TOLERANCES, check, sample_batch
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec, SpecError
+from bench.plan import backends
+from bench.plan.presets import preset
 from implementations.optim import Adam, adam_step_size
 
 
@@ -79,7 +80,7 @@ def test_adam_trajectory_agrees_in_float32(impl):
 
 def test_epsilon_placed_the_pytorch_way_fails_float64(monkeypatch):
     """Negative control: the same Adam with torch.optim.Adam's epsilon placement."""
-    monkeypatch.setitem(implementations._REGISTRY, "fake", "fake_backends")
+    monkeypatch.setitem(backends._extra, "fake", "fake_backends")
     monkeypatch.setitem(fake_backends.BREAK, "kind", "torch_adam_epsilon")
     for name in ("tiny-mlp", "dnn"):
         spec = preset(name) if name == "dnn" else adam_variant(name)
@@ -138,7 +139,7 @@ def test_dropout_masks_follow_the_seed(impl):
     x, y = sample_batch(spec, 8, 0)
 
     def trained(seed):
-        model = implementations.get(impl).build(spec, params, "float64", seed=seed)
+        model = backends.get(impl).build(spec, params, "float64", seed=seed)
         model.train_step(model.to_device(x), model.to_device(y))
         return model.params()["1.W"]
 
@@ -156,7 +157,7 @@ def test_training_leaves_the_callers_params_and_returned_params_alone(impl):
     params = init_params(spec, 0)
     before = {k: v.copy() for k, v in params.items()}
     x, y = sample_batch(spec, 8, 0)
-    model = implementations.get(impl).build(spec, params, "float64", seed=0)
+    model = backends.get(impl).build(spec, params, "float64", seed=0)
     model.train_step(model.to_device(x), model.to_device(y))
     got = model.params()
     snapshot = {k: v.copy() for k, v in got.items()}

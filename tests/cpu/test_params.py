@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from bench.params import check_params, init_params, load_params, save_params
-from bench.spec import preset
+from bench.core.params import check_params, init_params, load_params, save_params
+from bench.plan.presets import preset
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "tiny-cnn"])

@@ -1,4 +1,4 @@
-"""Pinned workers (profile ``threads`` and ``pin``; ``bench.threads``) and the malloc settings
+"""Pinned workers (profile ``threads`` and ``pin``; ``bench.core.threads``) and the malloc settings
 every worker runs with."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from bench import threads
-from bench.results import RUN_FILE
+from bench.core import threads
+from bench.measure.results import RUN_FILE
 
 LAST = sorted(os.sched_getaffinity(0))[-1]
 
@@ -26,7 +26,9 @@ def test_pin_cpus_takes_the_last_usable_ones():
 def test_a_worker_pins_itself_from_the_environment():
     """A child process reads NNBENCH_CPUS before anything else; negative control: without it
     the child keeps every CPU it inherited."""
-    code = "from bench.threads import pin_from_env; import os; pin_from_env(); print(sorted(os.sched_getaffinity(0)))"
+    code = (
+        "from bench.core.threads import pin_from_env; import os; pin_from_env(); print(sorted(os.sched_getaffinity(0)))"
+    )
     env = dict(os.environ, NNBENCH_CPUS=str(LAST))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [LAST]
@@ -69,7 +71,7 @@ def test_quick_runs_one_pinned_thread_whatever_nnbench_threads_says(tmp_path, mo
 
 
 def test_workers_get_the_malloc_settings_unless_the_caller_set_them(tmp_path, monkeypatch):
-    from bench import spawn
+    from bench.measure import spawn
 
     seen = {}
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from odd_specs import ODD_SPECS  # valid padding, floor pools, k=1/5, unfused activations
 
-import implementations
-from bench.agreement import TOLERANCES, check
-from bench.params import init_params
-from bench.spec import ModelSpec, preset, random_spec
-from implementations.base import one_hot
+from bench.check.agreement import TOLERANCES, check
+from bench.core.model import one_hot
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec
 
-PP = implementations.get("pure_python")
+PP = backends.get("pure_python")
 
 
 def _assert_agrees(spec, dtype="float64", **kw):
@@ -58,7 +59,7 @@ def test_negative_control_a_perturbed_weight_fails():
     bad = {k: v.copy() for k, v in params.items()}
     bad["3.W"][1, 2, 0, 1] += 1e-6  # one weight of the second conv
     model = PP.build(spec, bad, "float64")
-    ref = implementations.get("numpy").build(spec, params, "float64")
+    ref = backends.get("numpy").build(spec, params, "float64")
     x = np.random.default_rng(0).random((4, *spec.input_shape))
     err = np.abs(model.forward(x) - ref.forward(x)).max() / np.abs(ref.forward(x)).max()
     assert err > TOLERANCES["float64"].forward
@@ -70,7 +71,7 @@ def test_negative_control_internal_transposed_copy_out_of_sync_fails():
     """If the update forgot the transposed copy, gradients after a step would go wrong."""
     spec = preset("tiny-mlp")
     params = init_params(spec, 0, bias="uniform")
-    model, ref = PP.build(spec, params, "float64"), implementations.get("numpy").build(spec, params, "float64")
+    model, ref = PP.build(spec, params, "float64"), backends.get("numpy").build(spec, params, "float64")
     rng = np.random.default_rng(0)
     x, y = rng.random((4, *spec.input_shape)), one_hot(rng.integers(0, 10, 4))
     model.sgd_step(x, y, 0.1)

@@ -1,4 +1,4 @@
-"""bench.recipes: binomial intervals, the equivalence test against NumPy, the dnn course
+"""bench.check.recipes: binomial intervals, the equivalence test against NumPy, the dnn course
 comparison, and the combined report over several runs."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from test_report import run_dir  # noqa: F401 - the synthetic run fixture
 
-from bench import recipes, recipes_report
+from bench.check import recipes
+from bench.report import recipes as recipes_report
 
 
 def _acc(curves: dict[str, list[list[float]]], model: str = "dnn", n: int = 10000) -> pd.DataFrame:
@@ -70,7 +71,7 @@ def test_equivalence_flags_only_a_shift_beyond_the_seed_spread():
 
 
 def test_report_has_the_recipe_sections_and_the_combined_writer(run_dir, tmp_path):  # noqa: F811
-    from bench import report
+    from bench.report import run_report as report
 
     report.write_report(run_dir)
     text = (run_dir / "summary.md").read_text()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from oracle_torch import oracle
 
-import implementations
-from bench.agreement import TOLERANCES, compare_tensor, sample_batch
-from bench.params import init_params
-from bench.spec import preset, random_spec
+from bench.check.agreement import TOLERANCES, compare_tensor, sample_batch
+from bench.core.params import init_params
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec
 
 TOL = TOLERANCES["float64"]
 
@@ -19,7 +19,7 @@ def _reference_vs_oracle(spec, batch=6, seed=0):
     x, y = sample_batch(spec, batch, seed)
     steps = [sample_batch(spec, batch, seed + 1 + k) for k in range(3)]
     want = oracle(spec, params, x, y, steps)
-    model = implementations.get("numpy").build(spec, params, "float64")
+    model = backends.get("numpy").build(spec, params, "float64")
     rows = [compare_tensor("probs", "forward", model.forward(x), want["probs"], TOL.forward, ("float64",))]
     loss, grads = model.loss_and_grads(x, y)
     rows.append(compare_tensor("loss", "loss", loss, want["loss"], TOL.loss, ("float64",)))
@@ -67,7 +67,7 @@ def test_oracle_comparison_can_fail():
     want = oracle(spec, params, x, y)
     bad = {k: v.copy() for k, v in params.items()}
     bad["3.W"][1, 0, 1, 1] += 1e-3
-    model = implementations.get("numpy").build(spec, bad, "float64")
+    model = backends.get("numpy").build(spec, bad, "float64")
     assert not compare_tensor("probs", "forward", model.forward(x), want["probs"], TOL.forward, ("float64",))["ok"]
     _, grads = model.loss_and_grads(x, y)
     assert not compare_tensor("3.W", "grad", grads["3.W"], want["grads"]["3.W"], TOL.grad, ("float64",))["ok"]
@@ -79,7 +79,7 @@ def test_finite_differences(name):
     spec = random_spec(int(name.split("-")[1])) if name.startswith("random") else preset(name)
     params = init_params(spec, 1, bias="uniform")
     x, y = sample_batch(spec, 4, 1)
-    build = implementations.get("numpy").build
+    build = backends.get("numpy").build
     _, grads = build(spec, params, "float64").loss_and_grads(x, y)
     rng = np.random.default_rng(0)
     h = 1e-6
@@ -101,7 +101,7 @@ def test_finite_differences_catch_a_wrong_gradient():
     spec = preset("tiny-mlp")
     params = init_params(spec, 1, bias="uniform")
     x, y = sample_batch(spec, 4, 1)
-    build = implementations.get("numpy").build
+    build = backends.get("numpy").build
     _, grads = build(spec, params, "float64").loss_and_grads(x, y)
     idx = np.unravel_index(np.abs(grads["1.W"]).argmax(), grads["1.W"].shape)
     h = 1e-6
@@ -118,14 +118,14 @@ def test_numpy_dtype_and_params_untouched():
     spec = preset("tiny-cnn")
     params = init_params(spec, 0)
     before = {k: v.copy() for k, v in params.items()}
-    m = implementations.get("numpy").build(spec, params, "float32")
+    m = backends.get("numpy").build(spec, params, "float32")
     x, y = sample_batch(spec, 4, 0)
     assert m.forward(x).dtype == np.float32
     m.sgd_step(x, y, 0.1)
     m.train_step(m.to_device(x), m.to_device(y))
     assert all(np.array_equal(before[k], params[k]) for k in params), "build must copy the caller's params"
     with pytest.raises(NotImplementedError, match="float16"):
-        implementations.get("numpy").build(spec, params, "float16")
+        backends.get("numpy").build(spec, params, "float16")
 
 
 def test_maxpool_routes_to_first_argmax_only():

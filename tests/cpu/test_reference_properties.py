@@ -1,5 +1,5 @@
 """Property test of the NumPy reference against the independent torch float64 oracle, over
-specs drawn by hypothesis (the same space as ``bench.spec.random_spec``). Where
+specs drawn by hypothesis (the same space as ``bench.core.spec.random_spec``). Where
 ``random_spec(seed)`` gives a fixed sample, hypothesis explores and, on a failure, shrinks to
 the smallest failing network (fewest layers, smallest sizes) before reporting it.
 """
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reference import _reference_vs_oracle
 
-from bench.spec import ACTIVATIONS, LOSSES, PADDINGS, ModelSpec, SpecError
+from bench.core.spec import ACTIVATIONS, LOSSES, PADDINGS, ModelSpec, SpecError
 
 HIDDEN = st.sampled_from([a for a in ACTIVATIONS if a != "softmax"])
 

@@ -2,21 +2,21 @@
 
 import pytest
 
-import implementations
+from bench.plan import backends
 
 EXPECTED = {"pure_python", "numpy", "numba", "cupy", "keras", "torch"}
 
 
 def test_names_and_unknown():
-    assert EXPECTED <= set(implementations.names())
+    assert EXPECTED <= set(backends.names())
     with pytest.raises(KeyError, match="valid names: pure_python, numpy"):
-        implementations.get("tensorflow-js")
+        backends.get("tensorflow-js")
 
 
 def test_available_never_crashes_and_gives_reasons(monkeypatch):
-    monkeypatch.setitem(implementations._REGISTRY, "broken", "no_such_module_xyz")
-    avail = implementations.available()
-    assert set(avail) == set(implementations.names())
+    monkeypatch.setitem(backends._extra, "broken", "no_such_module_xyz")
+    avail = backends.available()
+    assert set(avail) == set(backends.names())
     ok, reason = avail["broken"]
     assert not ok and "No module named 'no_such_module_xyz'" in reason
     for name, (ok, reason) in avail.items():

@@ -1,4 +1,4 @@
-"""Reports (bench.report and the modules it builds on) on synthetic runs: tidy frames, the four
+"""Reports (bench.report.run_report and the modules it builds on) on synthetic runs: tidy frames, the four
 files, self-contained HTML, skipped implementations visible with their reason, partial runs."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import report, report_cli
-from bench.render import markdown_table
-from bench.report_tables import agreement_table
-from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
+from bench.measure.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, append_records, make_record
+from bench.report import cli as report_cli
+from bench.report import run_report as report
+from bench.report.render import markdown_table
+from bench.report.tables import agreement_table
 
 # the synthetic-run generator lives in test_compare.py; load it by path (no tests package)
 _spec = importlib.util.spec_from_file_location("_nnbench_synthetic", Path(__file__).with_name("test_compare.py"))

@@ -1,4 +1,4 @@
-"""The results schema across versions (``bench.results``): runs written before the current
+"""The results schema across versions (``bench.measure.results``): runs written before the current
 version load with the current column names; a newer version is refused."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, history, report_cli
-from bench.frames import load_run, run_meta
-from bench.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, SchemaError, append_records, make_record
+from bench.judge import compare
+from bench.measure.frames import load_run, run_meta
+from bench.measure.results import RESULTS_FILE, RUN_FILE, SCHEMA_VERSION, SchemaError, append_records, make_record
+from bench.report import cli as report_cli
+from bench.report import history
 
 # the gate baseline committed until 2026-11-23 (a874d42), written as schema 1, kept as a fixture
 OLD_RUN = Path(__file__).resolve().parent / "data" / "quick-schema1"

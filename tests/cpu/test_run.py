@@ -1,8 +1,8 @@
-"""The benchmark run (``bench.run``, ``bench.run_cases``, ``bench.spawn``, ``bench.worker``): isolation,
-resume, schema, progress, bad input.
+"""The benchmark run (``bench.run``, ``bench.measure.run_cases``, ``bench.measure.spawn``,
+``bench.measure.worker``): isolation, resume, schema, progress, bad input.
 
 Fake backends are written to a temporary module directory (on ``PYTHONPATH`` so the worker
-processes import them too) and registered by monkeypatching ``implementations._REGISTRY``
+processes import them too) and registered by monkeypatching ``backends._extra``
 (the run stores the registry in ``run.json`` and every worker applies it).
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import implementations
 from bench import run as brun
-from bench.derived import fill_derived
-from bench.results import COMMON, KIND_COLUMNS, SCHEMA_VERSION, make_record, read_records
-from bench.run_state import done_parts
-from bench.spawn import WorkerResult, failure
+from bench.measure.derived import fill_derived
+from bench.measure.results import COMMON, EXIT_CASES_FAILED, KIND_COLUMNS, SCHEMA_VERSION, make_record, read_records
+from bench.measure.run_state import done_parts
+from bench.measure.spawn import WorkerResult, failure
+from bench.plan import backends
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,6 +76,17 @@ FAKES = {
                 os.makedirs(os.environ["FAKE_CACHE_DIR"], exist_ok=True)
                 open(marker, "w").close()
             return XpModel(spec, params, dtype)
+    """,
+    "fake_step_raises": """
+        from implementations.numpy.model import XpModel
+        REQUIRES = ()
+        def available(): return True, "fake: numpy whose train_step raises"
+        def settings(): return {}
+        class Broken(XpModel):
+            def train_step(self, x, y):
+                raise RuntimeError("the fused kernel is broken")
+        def build(spec, params, dtype):
+            return Broken(spec, params, dtype)
     """,
     "fake_wrong": """
         from implementations.numpy.model import XpModel
@@ -136,7 +147,7 @@ def fakes(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(mods))
     monkeypatch.setenv("PYTHONPATH", str(mods))
     for name in FAKES:
-        monkeypatch.setitem(implementations._REGISTRY, name, name)
+        monkeypatch.setitem(backends._extra, name, name)
     return mods
 
 
@@ -167,7 +178,7 @@ def errors(records: list[dict]) -> dict[str, set[tuple[str, str]]]:
 def test_failures_recorded_and_the_others_carry_on(tmp_path, fakes, capsys):
     prof = write_profile(tmp_path)
     impls = "fake_unavail,fake_crash,numpy,fake_hang,fake_oom,fake_wrong"
-    assert run_main("--profile", str(prof), "--impls", impls, "--out", str(tmp_path / "out")) == 0
+    assert run_main("--profile", str(prof), "--impls", impls, "--out", str(tmp_path / "out")) == EXIT_CASES_FAILED
     run_dir = (tmp_path / "out" / "latest").resolve()
     recs = read_records(run_dir)
     check_schema(recs)
@@ -212,7 +223,7 @@ def test_speed_cases_run_in_several_processes(tmp_path, fakes):
     """``speed.processes = 3``: each speed case is measured in 3 fresh workers, process-major
     (every case's 2nd before any 3rd); compile records only from the first; the case's
     speedup uses the median of process medians; stability rows come out per case."""
-    from bench.stability import case_table
+    from bench.measure.stability import case_table
 
     prof = write_profile(tmp_path)
     prof.write_text(prof.read_text().replace("[speed]\n", "[speed]\nprocesses = 3\n"))
@@ -242,7 +253,7 @@ def test_interrupted_run_kills_its_worker_and_resumes(tmp_path, fakes):
     prof = write_profile(tmp_path)
     out, pidfile = tmp_path / "out", tmp_path / "hang.pid"
     code = (
-        "import sys, implementations; implementations._REGISTRY['fake_hang'] = 'fake_hang';"
+        "import sys; from bench.plan import backends; backends.register('fake_hang', 'fake_hang');"
         "from bench.run import main; sys.exit(main(sys.argv[1:]))"
     )
     argv = [sys.executable, "-c", code, "--profile", str(prof), "--impls", "numpy,fake_hang", "--out", str(out),
@@ -266,7 +277,7 @@ def test_interrupted_run_kills_its_worker_and_resumes(tmp_path, fakes):
     assert not any(k[0] == "fake_hang" and k[3] != "settings" for k in done)
     n_speed = sum(r["kind"] == "speed" for r in read_records(run_dir))
     pidfile.unlink()
-    assert run_main("--out", str(out), "--resume", str(run_dir)) == 0
+    assert run_main("--out", str(out), "--resume", str(run_dir)) == EXIT_CASES_FAILED  # fake_hang times out
     recs = read_records(run_dir)
     assert sum(r["kind"] == "speed" for r in recs) == n_speed  # numpy not re-run
     assert ("speed", "timeout") in errors(recs)["fake_hang"]
@@ -319,8 +330,8 @@ def test_resume_skips_finished_parts(tmp_path, capsys):
 
 
 def test_accuracy_records_with_budget(tmp_path):
-    from bench.data import MnistError
-    from bench.inputs import mnist_arrays
+    from bench.plan.data import MnistError
+    from bench.plan.inputs import mnist_arrays
 
     try:
         mnist_arrays()
@@ -412,7 +423,7 @@ def test_fill_derived():
 
 
 def test_timing_plan_and_json():
-    from bench.timing import Timer, TimingConfig
+    from bench.measure.timing import Timer, TimingConfig
 
     cfg = TimingConfig(warmup_rounds=1, min_rounds=3, max_rounds=50, round_min_s=0.001, target_s=0.05)
     assert cfg.plan(5.0) == (1, 3)  # a slow call: one iteration, min rounds, no calibration runs
@@ -432,7 +443,7 @@ def test_calibration_follows_the_warm_up():
     many rounds. Negative control: calibrating from that first call gives only min_rounds."""
     import time
 
-    from bench.timing import Timer, TimingConfig
+    from bench.measure.timing import Timer, TimingConfig
 
     cfg = TimingConfig(warmup_rounds=1, min_rounds=3, max_rounds=40, round_min_s=0.002, target_s=0.1)
     state = {"n": 0}
@@ -449,7 +460,7 @@ def test_calibration_follows_the_warm_up():
 def test_fit_input():
     import numpy as np
 
-    from bench.accuracy import fit_input
+    from bench.check.accuracy import fit_input
 
     x = np.random.default_rng(0).random((3, 1, 28, 28)).astype("float32")
     y = fit_input(x, (1, 8, 8))
@@ -465,7 +476,8 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
     follows the confirmation; a failure that is not speed-only is final."""
     import argparse
 
-    from bench import baseline, compare, gate_run
+    from bench import gate as gate_run
+    from bench.judge import baseline, compare
 
     calls = []
     base = Path("BASE")
@@ -510,3 +522,48 @@ def test_gate_confirms_speed_failures_in_fresh_processes(monkeypatch, tmp_path, 
         "ab": None,
         "speed_rows": [],
     }
+
+
+def test_a_case_that_raises_in_train_step_exits_3_and_the_reports_are_written(tmp_path, fakes, capsys):
+    """The run finishes the other cases, writes its reports, lists the failed case last and exits
+    with its own code (3: not a bad input, not a gate failure); numpy alone is the positive control."""
+    prof = write_profile(tmp_path, '["speed"]')
+    out = tmp_path / "out"
+    rc = brun.main(["--profile", str(prof), "--impls", "numpy,fake_step_raises", "--out", str(out), "--threads", "1"])
+    assert rc == EXIT_CASES_FAILED == 3
+    run_dir = (out / "latest").resolve()
+    assert (run_dir / "report.html").is_file() and (run_dir / "summary.md").is_file()
+    recs = read_records(run_dir)
+    assert {r["phase"] for r in recs if r["kind"] == "speed" and r["impl"] == "numpy"} >= {"train_step"}
+    tail = capsys.readouterr().out.rstrip().splitlines()
+    at = max(i for i, line in enumerate(tail) if line.startswith("FAILED CASES (1)"))
+    assert "fake_step_raises tiny-mlp float32" in tail[at + 1] and "the fused kernel is broken" in tail[at + 1]
+    assert all(not line.startswith("  ") or "fake_step_raises" in line for line in tail[at + 1 :])
+    assert brun.main(["--profile", str(prof), "--impls", "numpy", "--out", str(out), "--threads", "1",
+                      "--no-report"]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layers", "shape", "words"),
+    [
+        ('{ type = "dense", units = 7 }', [1, 28, 28], "layer 3 (dense): units = 7, but MNIST has 10 classes"),
+        ('{ type = "dense", units = 10 }', [3, 32, 32], "input_shape = [3, 32, 32]: MNIST images are [1, 28, 28]"),
+    ],
+    ids=["7-unit-output", "rgb-32x32-input"],
+)
+def test_spec_that_cannot_run_on_mnist_exits_2_before_a_run_folder(tmp_path, capsys, layers, shape, words):
+    spec = tmp_path / "odd.toml"
+    spec.write_text(
+        f'name = "odd"\ninput_shape = {shape}\nloss = "mse"\nlayers = [{{ type = "flatten" }}, '
+        f'{{ type = "dense", units = 16 }}, {{ type = "sigmoid" }}, {layers}, {{ type = "softmax" }}]\n'
+        "train = { lr = 0.1, batch_size = 8, epochs = 1 }\n"
+    )
+    out = tmp_path / "out"
+    assert run_main("--models", str(spec), "--impls", "numpy", "--out", str(out)) == 2
+    assert words in capsys.readouterr().err and not out.exists()
+    # positive control: the same spec with 10 units on a (1, 28, 28) input is accepted
+    spec.write_text(spec.read_text().replace("units = 7", "units = 10").replace("[3, 32, 32]", "[1, 28, 28]"))
+    from bench.plan.inputs import fits_mnist
+    from bench.plan.presets import resolve
+
+    assert fits_mnist(resolve(str(spec))) is None and fits_mnist(resolve("tiny-mlp")) is None

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from odd_specs import ODD_SPECS
 
-import implementations
-from bench.agreement import rel_error
-from bench.params import init_params
-from bench.spec import ModelSpec, preset, random_spec
+from bench.check.agreement import rel_error
+from bench.core.model import one_hot
+from bench.core.params import init_params
+from bench.core.spec import ModelSpec
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec
 from implementations import shards
-from implementations.base import one_hot
 from implementations.numba import model as numba_model
 from implementations.numpy import model as numpy_model
 
@@ -49,7 +50,7 @@ def build(backend, spec, dtype, monkeypatch, sharded: bool, seed=0):
     """A model at THREADS threads; ``sharded``: every batch of >= THREADS samples split, else none."""
     monkeypatch.setenv("NNBENCH_THREADS", str(THREADS))
     monkeypatch.setattr(BACKENDS[backend], "SHARD_MIN_FLOPS", 0.0 if sharded else float("inf"))
-    m = implementations.get(backend).build(spec, init_params(spec, 0, bias="uniform"), dtype, seed=seed)
+    m = backends.get(backend).build(spec, init_params(spec, 0, bias="uniform"), dtype, seed=seed)
     assert m.threads == THREADS
     return m
 
@@ -162,8 +163,8 @@ def test_shards_run_on_their_own_threads_with_one_blas_thread(backend, monkeypat
 def test_the_numpy_reference_and_cupy_on_numpy_never_shard(monkeypatch):
     monkeypatch.setenv("NNBENCH_THREADS", str(THREADS))
     spec, params = SPECS["cnn"], init_params(SPECS["cnn"], 0)
-    assert implementations.get("numpy").reference(spec, params).shard_pool is None
-    assert implementations.get("numpy").build(spec, params, "float64").shard_pool is not None  # control
+    assert backends.get("numpy").reference(spec, params).shard_pool is None
+    assert backends.get("numpy").build(spec, params, "float64").shard_pool is not None  # control
     from implementations.cupy.model import CupyModel
 
     assert CupyModel(spec, params, "float32", xp=np).shard_pool is None

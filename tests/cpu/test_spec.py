@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from bench.spec import ModelSpec, SpecError, load_spec_file, preset, preset_names, random_spec
+from bench.core.spec import ModelSpec, SpecError
+from bench.plan.presets import load_spec_file, preset, preset_names, random_spec
 
 
 def test_presets_exist_and_round_trip():

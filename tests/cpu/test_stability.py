@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import headline, stability
-from bench.results import make_record
+from bench.measure import stability
+from bench.measure.results import make_record
+from bench.report import headline
 
 
 def speed_rows(impl="numpy", medians=(0.010, 0.010, 0.010), spread=0.02, load=1.0, rounds=40, model="mlp"):

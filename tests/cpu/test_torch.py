@@ -4,11 +4,11 @@ NumPy float64 reference. torch is imported inside the tests, never at collection
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import TOLERANCES, check, rel_error, sample_batch
-from bench.params import init_params
-from bench.spec import preset, random_spec
-from bench.threads import configured_threads
+from bench.check.agreement import TOLERANCES, check, rel_error, sample_batch
+from bench.core.params import init_params
+from bench.core.threads import configured_threads
+from bench.plan import backends
+from bench.plan.presets import preset, random_spec
 
 
 def _rel(a, b) -> float:
@@ -32,7 +32,7 @@ def test_negative_control_a_perturbed_weight_fails():
 
     m = build(spec, params, "float64")
     x, _ = sample_batch(spec, 4, 0)
-    ref = implementations.get("numpy").build(spec, init_params(spec, 0, bias="uniform"), "float64")
+    ref = backends.get("numpy").build(spec, init_params(spec, 0, bias="uniform"), "float64")
     assert _rel(m.forward(x), ref.forward(x)) > TOLERANCES["float64"].forward
 
 
@@ -63,14 +63,14 @@ def test_train_step_is_spec_lr_sgd_without_dropout_and_dropout_is_active():
 
     for s in (no_drop,):
         params = init_params(s, 0, bias="uniform")
-        m, ref = build(s, params, "float64"), implementations.get("numpy").build(s, params, "float64")
+        m, ref = build(s, params, "float64"), backends.get("numpy").build(s, params, "float64")
         for _ in range(2):
             m.train_step(m.to_device(x), m.to_device(y))
             ref.sgd_step(x, y, s.train.lr)
         got, want = m.params(), ref.params()
         assert max(_rel(got[k], want[k]) for k in want) < 1e-12
     params = init_params(spec, 0, bias="uniform")
-    m, ref = build(spec, params, "float64"), implementations.get("numpy").build(spec, params, "float64")
+    m, ref = build(spec, params, "float64"), backends.get("numpy").build(spec, params, "float64")
     m.train_step(m.to_device(x), m.to_device(y))
     ref.sgd_step(x, y, spec.train.lr)  # the same step with dropout off
     assert _rel(m.params()["1.W"], ref.params()["1.W"]) > 1e-6  # dropout changed the update

@@ -3,12 +3,12 @@
 Every test is parametrised by backend and skipped, with that backend's own ``available()``
 reason, where it cannot run (no CUDA device, CuPy not installed, a CPU-only torch).
 
-- Agreement is ``bench.agreement.check``, what ``python -m bench run`` records for every
-  backend: the one tolerance table (``bench.agreement.TOLERANCES``), shape and dtype checks,
+- Agreement is ``bench.check.agreement.check``, what ``python -m bench run`` records for every
+  backend: the one tolerance table (``bench.check.agreement.TOLERANCES``), shape and dtype checks,
   a fresh batch for each optimizer step.
 - Speed is measured by the normal run, ``python -m bench run --impls numpy,cupy,torch-cuda``
   (its report names the device in each backend's settings); here only the callable the worker
-  times (``train_step`` then ``sync()``) goes once through ``bench.timing.Timer``.
+  times (``train_step`` then ``sync()``) goes once through ``bench.measure.timing.Timer``.
 - Backend-specific: CuPy's CUDA kernels against their NumPy twins and a ``train_step`` that
   never synchronizes; torch-cuda's TF32 switched off.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import implementations
-from bench.agreement import check, sample_batch
-from bench.params import init_params
-from bench.spec import preset
-from bench.timing import Timer, TimingConfig
+from bench.check.agreement import check, sample_batch
+from bench.core.params import init_params
+from bench.measure.timing import Timer, TimingConfig
+from bench.plan import backends
+from bench.plan.presets import preset
 
 pytestmark = pytest.mark.gpu
 GPU_IMPLS = ("cupy", "torch-cuda")
@@ -31,10 +31,10 @@ PRESETS = ("tiny-mlp", "tiny-cnn", "mlp", "mlp-relu", "cnn", "dnn")
 
 def require(impl: str):
     """The backend module, or a skip that says why it cannot run here."""
-    ok, reason = implementations.get(impl).available()
+    ok, reason = backends.get(impl).available()
     if not ok:
         pytest.skip(f"{impl} unavailable: {reason}")
-    return implementations.get(impl)
+    return backends.get(impl)
 
 
 def device_batch(model, spec, n: int, dtype: str = "float32"):
