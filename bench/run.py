@@ -76,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", help="MNIST directory (default: MNIST_DIR, then the cache)")
     p.add_argument("--timeout", type=float, help="per-worker timeout in seconds, overriding the profile's")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="prove the profile's paths (imports, data, report) without measuring: every speed case "
+                        "once, backends the profile requires may be unavailable (skipped, with why)")  # fmt: skip
     p.add_argument("--gate", metavar="BASELINE", help="after the run, compare it with BASELINE (exit 1 on regression); "
                    "with no baseline of this machine kind there, speed is gated by an A/B against the commit "
                    "BASELINE was taken at")  # fmt: skip
@@ -111,16 +114,37 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         specs[spec.name] = spec.to_dict()
     if not specs:
         raise RunError("no models given (--models) and none in the profile")
-    impls = _split(ns.impls) or backends.names()
+    impls = _split(ns.impls) or list(profile.get("impls") or backends.names())
     unknown = [i for i in impls if i not in backends.names()]
     if unknown:
         valid = ", ".join(backends.names())
         raise RunError(f"unknown implementation(s) {', '.join(unknown)}; valid names: {valid}")
+    if getattr(ns, "dry_run", False):
+        profile["dry_run"] = True  # bench.plan.profile.effective_profile: the least speed budget
+    else:
+        check_required(profile, impls)
     dtypes = _split(ns.dtype) or list(profile.get("dtypes", ["float32"]))
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad:
         raise RunError(f"unknown dtype(s) {', '.join(bad)}; valid: float32, float64")
     return profile, specs, impls, dtypes
+
+
+def check_required(profile: dict[str, Any], impls: list[str]) -> None:
+    """``RunError`` naming each backend the profile requires (``require``; those the run measures)
+    that cannot run here, with its reason: a GPU profile on a machine without its GPU backends
+    stops before anything runs rather than measure NumPy alone."""
+    from bench.plan import backends
+
+    need = [i for i in profile.get("require", []) if i in impls]
+    if not need:
+        return
+    avail = backends.available()
+    missing = [f"{i}: {avail[i][1]}" for i in need if i in avail and not avail[i][0]]
+    if missing:
+        raise RunError(
+            f"profile {profile.get('name')!r} requires backends that cannot run here:\n  " + "\n  ".join(missing)
+        )
 
 
 def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
@@ -172,6 +196,8 @@ def create_run(ns: argparse.Namespace, ab: Plan | None = None) -> Path:
     from bench.measure.results import SCHEMA_VERSION
 
     run["schema_version"] = SCHEMA_VERSION
+    if profile.get("gpu"):  # the device first: a short GPU loan's log says what it ran on
+        print(f"GPU: {run['env'].get('gpu', 'unknown')}", flush=True)
     (run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
     return run_dir
 

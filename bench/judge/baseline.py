@@ -225,23 +225,26 @@ def fallback(baseline: str, impls: list[str], asked: bool, cwd: Path = REPO) -> 
         repo_root(cwd)
     except RefError as e:
         return None, f"{base}, and no A/B: {e}"
-    if sha and sha != "unknown" and has_commit(sha, cwd):
+
+    def attempt(rev: str, why: str) -> Plan | None:
         try:
-            return plan(sha, impls, asked, f"speed gated by A/B against {sha[:10]}, the commit of the "
-                        f"nearest baseline {sel.path.name} ({base})", cwd), None  # fmt: skip
+            return plan(rev, impls, asked, f"speed gated by A/B against {rev[:10]}, {why}", cwd)
         except RefError as e:
             tried.append(str(e))
+            return None
+
+    if sha and sha != "unknown" and has_commit(sha, cwd):
+        p = attempt(sha, f"the commit of the nearest baseline {sel.path.name} ({base})")
+        if p is not None:
+            return p, None
     else:
         tried.append(f"the nearest baseline's commit {sha[:10] or '(none recorded)'} is not in this clone")
     branch = default_branch(cwd)
     res = run_git(["merge-base", "HEAD", branch], cwd) if branch else None
     if res is not None and res.returncode == 0 and res.stdout.strip():
-        mb = res.stdout.strip()
-        try:
-            return plan(mb, impls, asked, f"speed gated by A/B against {mb[:10]}, the merge base with {branch} "
-                        f"({base}; {tried[-1]})", cwd), None  # fmt: skip
-        except RefError as e:
-            tried.append(str(e))
+        p = attempt(res.stdout.strip(), f"the merge base with {branch} ({base}; {tried[-1]})")
+        if p is not None:
+            return p, None
     else:
         tried.append("no merge base with a default branch" + (f" ({branch})" if branch else " (none found)"))
     return None, f"{base}, and no commit to A/B against: {'; '.join(tried)}"

@@ -265,6 +265,11 @@ def _validate_names(kind: str, wanted: list[str] | None, known: set[str]) -> Non
         raise BadInput(f"unknown {kind} {', '.join(unknown)}; known: {', '.join(sorted(known))}")
 
 
+def _check_names(impls: list[str] | None, models: list[str] | None, frames: list[dict[str, pd.DataFrame]]) -> None:
+    _validate_names("implementation", impls, _known_impls(frames))
+    _validate_names("model", models, _known_models(frames))
+
+
 def _known_impls(frames: list[dict[str, pd.DataFrame]]) -> set[str]:
     try:
         from bench.plan import backends
@@ -383,8 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base, cur, selection = load_pair(args.baseline, args.current)
         first = _load("first measurement", args.first_measurement) if args.first_measurement else None
-        _validate_names("implementation", impls, _known_impls([base, cur]))
-        _validate_names("model", models, _known_models([base, cur]))
+        _check_names(impls, models, [base, cur])
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -413,8 +417,7 @@ def main_ab(args: argparse.Namespace, cfg: GateConfig, impls: list[str] | None, 
     try:
         base, cur, ab = load_ab(args.current)
         first = load_ab(args.first_measurement)[:2] if args.first_measurement else None
-        _validate_names("implementation", impls, _known_impls([base, cur]))
-        _validate_names("model", models, _known_models([base, cur]))
+        _check_names(impls, models, [base, cur])
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -50,11 +50,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pooch
 
 log = logging.getLogger(__name__)
-# pooch's INFO lines would advise pinning the .gz hash as known_hash, which this module does not do
-pooch.get_logger().setLevel(logging.WARNING)
+
+
+def _pooch() -> Any:
+    """pooch, imported only when a file must be downloaded: reading a local folder needs no pooch
+    (a GPU machine's stock image has none)."""
+    import pooch
+
+    # pooch's INFO lines would advise pinning the .gz hash as known_hash, which this module does not do
+    pooch.get_logger().setLevel(logging.WARNING)
+    return pooch
+
 
 # ---------------------------------------------------------------------------- configuration
 TRAIN_IMAGES = "train-images-idx3-ubyte"
@@ -243,7 +251,7 @@ def mirrors() -> list[str]:
 
 def download_url(url: str, output_file: str, pooch_obj: Any = None) -> None:
     """Pooch's HTTP(S) downloader: the one network call for the mirrors (tests replace it)."""
-    pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)(url, output_file, pooch_obj)
+    _pooch().HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)(url, output_file, pooch_obj)
 
 
 def npm_path() -> str | None:
@@ -316,7 +324,7 @@ def retrieve(url: str, dest: Path, downloader: Downloader, verify: Callable[[Pat
         downloader(url, output_file, pooch_obj)
         result.append(verify(Path(output_file), url))
 
-    pooch.retrieve(url, known_hash=None, fname=dest.name, path=dest.parent, downloader=verified)
+    _pooch().retrieve(url, known_hash=None, fname=dest.name, path=dest.parent, downloader=verified)
     return result[0] if result else verify(dest, str(dest))  # pooch found dest already there
 
 

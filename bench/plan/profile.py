@@ -59,6 +59,10 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The least speed budget the timer takes: what ``run --dry-run`` gives every case.
+DRY_SPEED = {"processes": 1, "warmup_rounds": 1, "min_rounds": 1, "max_rounds": 1, "round_min_s": 0.0, "target_s": 0.0}
+
+
 def effective_profile(profile: dict[str, Any], impl: str, model: str | None = None) -> dict[str, Any]:
     """The profile with ``model_overrides.<model>``, ``overrides.<impl>`` and then
     ``overrides.<impl>.models.<model>`` merged in, in that order. A side-B case of an A/B run
@@ -75,6 +79,8 @@ def effective_profile(profile: dict[str, Any], impl: str, model: str | None = No
     out = deep_merge(out, over)
     if model is not None and model in models:
         out = deep_merge(out, models[model])
+    if out.get("dry_run"):  # run --dry-run: every speed case once, to prove the paths, not to measure
+        out["speed"] = {**out.get("speed", {}), **DRY_SPEED}
     if ref:
         keep = out.get("ref_parts", REF_PARTS)
         out["parts"] = [p for p in out.get("parts", list(PARTS)) if p in keep]

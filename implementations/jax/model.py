@@ -1,5 +1,6 @@
 """JAX network: the spec's layers as one pure function of ``(params, x)``, gradients by
-``jax.value_and_grad``, every pass compiled once per shape by ``jax.jit`` (XLA, CPU).
+``jax.value_and_grad``, every pass compiled once per shape by ``jax.jit`` (XLA) for the model's
+device: the CPU for the ``jax`` backend, the first GPU for ``jax-gpu``.
 
 Layouts: JAX takes the canonical ones as they are. Images stay NCHW and conv W stays
 ``(O, I, kh, kw)`` (``lax.conv_general_dilated`` with ``("NCHW", "OIHW", "NCHW")``), dense W
@@ -61,6 +62,9 @@ import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # float64 models; float32 ones stay float32
+# float32 dots and convolutions at full float32 precision: on a GPU, JAX's default may use TF32
+# (10-bit mantissa), which no tolerance of ours admits; on the CPU it changes nothing.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 LAYERS = ("conv2d", "maxpool2d", "flatten", "dense", "sigmoid", "relu", "tanh", "softmax", "dropout")
 ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}
@@ -69,6 +73,20 @@ Params = dict[str, Any]
 
 def jax_version() -> str:
     return jax.__version__
+
+
+def cpu_device() -> Any:
+    """The device of the ``jax`` backend: always the CPU, even where JAX's default is a GPU."""
+    return jax.devices("cpu")[0]
+
+
+def gpu_device() -> tuple[Any, str]:
+    """``(the first GPU JAX sees, "")``, or ``(None, why not)``: the ``jax-gpu`` backend's device."""
+    try:
+        devices = jax.devices("gpu")
+    except RuntimeError as e:  # no CUDA plugin, or no device for it
+        return None, f"{type(e).__name__}: {e}"
+    return (devices[0], "") if devices else (None, "jax.devices('gpu') is empty")
 
 
 # ---------------------------------------------------------------------------- layers
@@ -168,7 +186,10 @@ def _adam_step(spec: ModelSpec, beta_1, beta_2, eps, params: Params, m: Params, 
 class JaxModel(Model):
     backend = "jax"
 
-    def __init__(self, spec: ModelSpec, params: dict, dtype: str, seed: int = 0):
+    def __init__(self, spec: ModelSpec, params: dict, dtype: str, seed: int = 0, device: Any = None):
+        """``device``: where every array lives and every pass runs (default: the CPU); the
+        jitted functions follow their inputs' device."""
+        self.device = device if device is not None else cpu_device()
         check_supported(self.backend, spec, dtype, layers=LAYERS, losses=("cross_entropy", "mse"))
         if spec.layers[-1].type != "softmax":
             raise NotImplementedError("jax: the last layer must be softmax")
@@ -178,10 +199,10 @@ class JaxModel(Model):
         self.w: Params = {}
         for name, value in params.items():
             # Canonical layouts are JAX's own here (NCHW/OIHW conv, (in, out) dense): no conversion.
-            a = jnp.asarray(np.array(value, dtype=dtype))  # a copy: the caller's arrays are never touched
+            a = jax.device_put(np.array(value, dtype=dtype), self.device)  # a copy: the caller's arrays are untouched
             assert tuple(a.shape) == tuple(shapes[name]), (name, a.shape, shapes[name])
             self.w[name] = a
-        self.key = jax.random.key(seed)  # dropout masks
+        self.key = jax.device_put(jax.random.key(seed), self.device)  # dropout masks
         tr = spec.train
         self.adam = tr.optimizer == "adam"
         self.adam_t = 0
@@ -194,7 +215,7 @@ class JaxModel(Model):
         self._adam = jax.jit(partial(_adam_step, spec, tr.beta_1, tr.beta_2, tr.epsilon))
 
     def _in(self, a: np.ndarray):
-        return jnp.asarray(np.asarray(a), dtype=self.dtype)
+        return jax.device_put(np.asarray(a, dtype=self.dtype), self.device)
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -252,13 +273,16 @@ class JaxModel(Model):
         jax.block_until_ready(self.w)
 
 
-def jax_settings() -> dict:
-    """What changes the numbers: versions, devices, x64, threads, what ``train_step`` fuses."""
+def jax_settings(device: Any = None) -> dict:
+    """What changes the numbers: versions, the device, x64, threads, what ``train_step`` fuses."""
     import jaxlib
 
+    device = device if device is not None else cpu_device()
     return {
         "library": f"jax {jax.__version__}, jaxlib {jaxlib.__version__}",
-        "device": ", ".join(str(d) for d in jax.devices()),
+        "device": f"{device} ({device.device_kind})",
+        "devices_seen": ", ".join(str(d) for d in jax.devices()),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision),
         "configured_threads": configured_threads(),
         "threads": "XLA's own CPU pool (sized to the visible cores); one thread only with NNBENCH_THREADS=1",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -1,4 +1,4 @@
-"""The GPU backends (cupy, torch-cuda) on a real CUDA device, through the harness's own code.
+"""The GPU backends (cupy, torch-cuda, jax-gpu) on a real CUDA device, through the harness's own code.
 
 Every test is parametrised by backend and skipped, with that backend's own ``available()``
 reason, where it cannot run (no CUDA device, CuPy not installed, a CPU-only torch).
@@ -25,7 +25,7 @@ from bench.plan import backends
 from bench.plan.presets import preset
 
 pytestmark = pytest.mark.gpu
-GPU_IMPLS = ("cupy", "torch-cuda")
+GPU_IMPLS = ("cupy", "torch-cuda", "jax-gpu")
 PRESETS = ("tiny-mlp", "tiny-cnn", "mlp", "mlp-relu", "cnn", "dnn")
 
 
