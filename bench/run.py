@@ -273,7 +273,7 @@ def plan_ab(ns: argparse.Namespace) -> Plan | None:
 def measure_and_gate(ns: argparse.Namespace, ab: Plan | None) -> int:
     try:
         if ab is not None and not ns.resume:
-            check_contract(ab, [i for i in (_split(ns.impls) or implementations_names()) if i in ab.registry])
+            check_contract(ab, [i for i in resolve_inputs(ns)[2] if i in ab.registry])
         if ns.resume:
             run_dir = find_resume_dir(ns)
             dropped = drop_unfinished(run_dir)
@@ -310,12 +310,6 @@ def with_failed_cases(run_dir: Path, rc: int) -> int:
             where = f"{r['impl']} {r.get('model') or '-'} {r.get('dtype') or '-'} {r['phase']}"
             print(cut(f"  {where}: {r['status'].upper()}: {first[-1] if first else ''}", WIDTH))
     return EXIT_CASES_FAILED if failed and rc == 0 else rc
-
-
-def implementations_names() -> list[str]:
-    from bench.plan import backends
-
-    return backends.names()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

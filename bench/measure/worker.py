@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.threads import apply_threads, configured_threads, pin_from_env
-from bench.measure.case import Case, backend, emit, error_status, load_run  # noqa: F401 - the worker's API
+from bench.measure.case import Case, backend, emit, load_run
 from bench.measure.run_state import mark_done
 from bench.plan.profile import PARTS
 
