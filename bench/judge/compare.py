@@ -97,7 +97,8 @@ Gate rules (FAIL means exit 1):
    midpoint; on the A/A spread above, each has a chance well under 1e-3). Agreement, accuracy
    and crash failures are never re-measured.
 6. A gate that compared nothing (no speed case and no accuracy row judged in both runs:
-   the baseline's implementations or models were not run) FAILS: it cannot PASS.
+   the baseline's implementations or models were not run) FAILS: it cannot PASS. A row
+   faster beyond noise was judged (its note says so); a row noted as not gated was not.
 7. Required backends (``NNBENCH_REQUIRE``, comma-separated; tox sets it): one unavailable
    in CURRENT FAILS, where an optional one only warns (rule 2).
 8. Machine kind (``bench.judge.baseline.select``): BASELINE may be a folder of baselines, one per
@@ -131,6 +132,7 @@ from bench.judge.baseline import BaselineError, Selection, select
 from bench.judge.checks import _impls, check_accuracy, check_agreement, check_status, required_impls  # noqa: F401
 from bench.judge.speed import (
     FAIL,
+    FASTER,
     INCONCLUSIVE,
     NOTE,
     OK,
@@ -201,9 +203,16 @@ def ungated(speed: pd.DataFrame, why: str) -> pd.DataFrame:
 
 def compared_nothing(tables: dict[str, pd.DataFrame]) -> bool:
     """No speed case and no accuracy row was judged in both runs (the baseline's
-    implementations or models were not run): such a gate cannot PASS."""
-    judged = (OK, FAIL, WARN, INCONCLUSIVE)
-    return not any(len(tables.get(k, ())) and tables[k]["verdict"].isin(judged).any() for k in ("speed", "accuracy"))
+    implementations or models were not run): such a gate cannot PASS. A row found faster
+    beyond noise was judged (a note, not a failure); a note for a row left ungated was not."""
+    return not any(_judged(tables.get(k)) for k in ("speed", "accuracy"))
+
+
+def _judged(t: pd.DataFrame | None) -> bool:
+    if t is None or not len(t):
+        return False
+    faster = t["detail"].fillna("").astype(str).str.startswith(FASTER) if "detail" in t else False
+    return bool((t["verdict"].isin((OK, FAIL, WARN, INCONCLUSIVE)) | ((t["verdict"] == NOTE) & faster)).any())
 
 
 def failed(tables: dict[str, pd.DataFrame]) -> bool:

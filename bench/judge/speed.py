@@ -16,6 +16,8 @@ import pandas as pd
 
 FAIL, WARN, OK, NOTE = "FAIL", "WARN", "ok", "note"
 INCONCLUSIVE = "inconclusive"  # the interval straddles the threshold: neither ok nor FAIL; re-measure
+# The detail of a note that is a judgement (faster beyond noise), not a row left ungated.
+FASTER = "faster beyond noise; consider refreshing the baseline"
 CRASH_STATUSES = ("crash", "timeout", "oom", "not_implemented")
 SPEED_CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 REFERENCE = "numpy"
@@ -199,7 +201,7 @@ def _verdict(lo: float, hi: float, thr: float, ref: str) -> tuple[str, str]:
     if lo > thr:
         return FAIL, f"slower relative to {ref}: CI low {lo:.3f} > {thr}"
     if hi < 1.0 / thr:
-        return NOTE, "faster beyond noise; consider refreshing the baseline"
+        return NOTE, FASTER
     if hi > thr:
         return INCONCLUSIVE, f"too noisy to decide: CI [{lo:.3f}, {hi:.3f}] contains {thr}; re-measure"
     return OK, ""
@@ -235,7 +237,7 @@ def _phase_verdict(
             "run --gate re-measures it and fails it if it reproduces"
         )
     if hi < 1.0 / thr:
-        return NOTE, "faster beyond noise; consider refreshing the baseline"
+        return NOTE, FASTER
     if hi > thr:
         return INCONCLUSIVE, f"too noisy to decide: CI [{lo:.3f}, {hi:.3f}] contains {thr}; re-measure"
     return OK, f"R {point:.3f} is beyond noise but below {decision:.3f}" if lo > 1.0 else ""

@@ -609,6 +609,18 @@ def test_gate_that_compared_nothing_fails(tmp_path, capsys):
     assert run_main(b, synthetic_run(tmp_path / "same", seed=3, impls=("numpy",))) == 0
 
 
+def test_a_gate_that_found_only_speedups_compared_something():
+    """A speed row faster beyond noise is a judgement (a note saying so): a gate whose every row
+    is such a note compared its runs and passes. Negative control: notes for rows left ungated
+    (another machine kind) are not a comparison, and that gate fails as having compared nothing."""
+    faster = {"speed": pd.DataFrame({"verdict": [compare.NOTE], "detail": [speed.FASTER]})}
+    assert not compare.compared_nothing(faster) and not compare.failed(faster)
+    assert compare.verdict_line(faster).startswith("RESULT: PASS")
+    ungated = {"speed": compare.ungated(faster["speed"], "no baseline of this machine kind")}
+    assert "would be note" in ungated["speed"]["detail"].iloc[0]
+    assert compare.compared_nothing(ungated) and compare.failed(ungated)
+
+
 def test_accuracy_at_chance_is_not_gated():
     def frames(acc):
         r = make_record("accuracy", impl="numpy", model="mlp", dtype="float32", seed=0, epoch=1, test_acc=acc,

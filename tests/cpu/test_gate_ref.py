@@ -104,6 +104,19 @@ def refused(res: subprocess.CompletedProcess[str], cwd: Path, *words: str) -> No
     assert not (cwd / "runs").exists()  # nothing measured, no run folder
 
 
+def went_ahead(res: subprocess.CompletedProcess[str], cwd: Path) -> dict:
+    """The run was accepted, measured both sides and gated them: exit 0, or 1 only where a speed
+    row failed again in its confirmation (this tiny A/A case takes 60-150 us a step, and its
+    processes differ up to 2x on a shared 2-core machine: the statistics are the synthetic tests'
+    business, the plumbing is this one's). Never "compared nothing", never refused. gate.json."""
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    assert "RESULT: " in res.stdout and "compared nothing" not in res.stdout, res.stdout
+    gate = json.loads((cwd / "runs" / "latest" / "gate.json").read_text())
+    if res.returncode == 1:
+        assert gate["confirmation"] and any(r["verdict"] == "FAIL" for r in gate["speed_rows"]), res.stdout
+    return gate
+
+
 # ------------------------------------------------------------------ bad input: exit 2
 def test_not_a_git_repository(project):
     refused(bench_run(project, "--impls", "numpy", "--gate-ref", "HEAD"), project, "not a git repository")
@@ -119,8 +132,7 @@ def test_ref_git_cannot_resolve(repo):
 def test_positive_control_a_good_ref_is_accepted(repo):
     """The same repository and REF as the refusals, with nothing wrong: the run goes ahead."""
     res = bench_run(repo, "--impls", "numpy", "--gate-ref", "HEAD")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert (repo / "runs" / "latest" / "gate.json").is_file()
+    assert went_ahead(res, repo)["ab"]["rev"] == "HEAD"
 
 
 def test_ref_without_the_asked_implementations(repo):
@@ -172,8 +184,8 @@ def test_ab_run_of_a_dirty_tree(repo):
     assert 'numpy = "implementations.numpy"' in text
     pyproject.write_text(text.replace('numpy = "implementations.numpy"', twin, 1), encoding="utf-8")
     res = bench_run(repo, "--impls", "numpy,numpy-twin", "--gate-ref", "HEAD")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "RESULT: PASS" in res.stdout and "A/B" in res.stdout
+    went_ahead(res, repo)
+    assert "A/B" in res.stdout
     run_dir = (repo / "runs" / "latest").resolve()
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["tree"]["dirty"] and len(meta["tree"]["diff_sha256"]) == 64
