@@ -238,8 +238,9 @@ def course_table(acc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fig_curves(acc: pd.DataFrame, order: dict[str, int] | None = None) -> Any:
-    """The figure (matplotlib), one panel per model."""
+def fig_curves(acc: pd.DataFrame, order: dict[str, int] | None = None, colour: Any = None) -> Any:
+    """The figure (matplotlib), one panel per model; ``colour(impl)``: each backend's colour
+    (the reports pass ``bench.report.page.colour``), else matplotlib's cycle."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -253,7 +254,8 @@ def fig_curves(acc: pd.DataFrame, order: dict[str, int] | None = None) -> Any:
         impls = sorted(m["impl"].unique(), key=lambda i: (order or {}).get(i, 99))
         for impl in impls:
             c = m[m["impl"] == impl].groupby("epoch")["test_acc"].agg(["mean", "min", "max"])
-            line = ax.plot(c.index, c["mean"], marker="o", ms=3, label=str(impl))[0]
+            kw = {"color": colour(str(impl))} if colour else {}
+            line = ax.plot(c.index, c["mean"], marker="o", ms=3, label=str(impl), **kw)[0]
             if (c["max"] > c["min"]).any():
                 ax.fill_between(c.index, c["min"], c["max"], color=line.get_color(), alpha=0.2)
         if model in COURSE_CURVES:

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.measure.frames import SPEED_KEYS
+from bench.measure.frames import SPEED_KEYS, run_meta
+from bench.report.headline import spec_batch
+from bench.report.page import colour
 from bench.report.render import bools, impl_order, png_uri, sort_rows
 
 
@@ -22,36 +24,67 @@ def _subplots(n: int, width: float = 5.5, height: float = 3.8) -> tuple[Any, lis
     return fig, list(axes[0])
 
 
-def _largest_batch_train(speed: pd.DataFrame) -> pd.DataFrame:
-    """train_step rows (else the last phase) at each model's largest batch."""
+def _threads(frames: dict[str, pd.DataFrame]) -> str:
+    t = run_meta(frames).get("threads")
+    return f"{t} thread{'s' if str(t) != '1' else ''}" if t else "threads ?"
+
+
+def _spec_batch_train(speed: pd.DataFrame) -> pd.DataFrame:
+    """train_step rows (else the last phase) at each model's spec batch size, the headline's
+    (``bench.report.headline.spec_batch``)."""
     s = speed.drop_duplicates(["impl"] + SPEED_KEYS, keep="last")
     phase = "train_step" if (s["phase"] == "train_step").any() else s["phase"].iloc[-1]
     s = s[s["phase"] == phase]
-    big = s.groupby("model")["batch_size"].transform("max")
-    return s[s["batch_size"] == big]
+    keep = [g[pd.to_numeric(g["batch_size"], errors="coerce") == spec_batch(str(m), g["batch_size"])]
+            for m, g in s.groupby("model", sort=False)]  # fmt: skip
+    return pd.concat(keep) if keep else s
+
+
+def plain_ticks(ax: Any, axis: str = "y", unit: str = "x") -> None:
+    """Plain tick labels on a log axis ("0.5x", "1x", "2x"), never 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}{unit}")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _bars(ax: Any, d: pd.DataFrame, vals: pd.Series) -> None:
+    """One bar per backend in its colour; a bar whose case did not validate is hatched."""
+    names = d["impl"].astype(str).tolist()
+    ok = bools(d["validated"]).tolist() if "validated" in d else [True] * len(names)
+    ax.bar(names, vals, color=[colour(n) for n in names], hatch=["" if v else "//" for v in ok], edgecolor="k", lw=0.5)
+    ax.tick_params(axis="x", rotation=45)
+
+
+def _title(frames: dict[str, pd.DataFrame], d: pd.DataFrame, model: str) -> str:
+    dtype = ",".join(sorted(d["dtype"].astype(str).unique()))
+    return f"{model} {dtype}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}, {_threads(frames)}"
 
 
 def fig_speedup(frames: dict[str, pd.DataFrame], col: str = "speedup_vs_numpy", label: str = "") -> str | None:
+    """Per model: throughput against NumPy at the spec's batch, a linear axis from 0, a line at 1x."""
     speed = frames.get("speed")
     if speed is None or speed.empty or pd.to_numeric(speed[col], errors="coerce").isna().all():
         return None
-    s = _largest_batch_train(speed)
+    s = _spec_batch_train(speed)
     models = list(s["model"].unique())
     fig, axes = _subplots(len(models))
     order = impl_order(frames)
     for ax, m in zip(axes, models, strict=True):
         d = sort_rows(s[s["model"] == m], ["impl"], order)
-        vals = pd.to_numeric(d[col], errors="coerce")
-        ax.bar(d["impl"].astype(str), vals, color=["C2" if v else "C3" for v in bools(d["validated"])])
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # ratios: linear, plain ticks
-        ax.set_title(f"{m}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}")
-        ax.set_ylabel(label or col)
-        ax.tick_params(axis="x", rotation=45)
+        _bars(ax, d, pd.to_numeric(d[col], errors="coerce"))
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_ylim(bottom=0)
+        ax.set_title(_title(frames, d, str(m)), fontsize=9)
+        ax.set_ylabel(label or "throughput / NumPy's (1 = NumPy)")
     return png_uri(fig)
 
 
 def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
+    """The batch sweep: samples/s against batch size, a line per backend."""
     speed = frames.get("speed")
     if speed is None or speed.empty:
         return None
@@ -61,15 +94,18 @@ def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
     models = list(s["model"].unique())
     fig, axes = _subplots(len(models))
     for ax, m in zip(axes, models, strict=True):
-        for impl, d in sort_rows(s[s["model"] == m], ["impl", "batch_size"], impl_order(frames)).groupby(
-            "impl", sort=False
-        ):
-            ax.plot(d["batch_size"], d["samples_per_s"], marker="o", label=str(impl))
+        dm = s[s["model"] == m]
+        for impl, d in sort_rows(dm, ["impl", "batch_size"], impl_order(frames)).groupby("impl", sort=False):
+            ax.plot(d["batch_size"], d["samples_per_s"], marker="o", color=colour(str(impl)), label=str(impl))
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain_ticks(ax, "y", "")
+        ax.set_xticks(sorted(pd.to_numeric(dm["batch_size"], errors="coerce").dropna().unique()))
+        ax.xaxis.set_major_formatter(__import__("matplotlib").ticker.ScalarFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples/s")
-        ax.set_title(f"{m}: {phase} throughput")
+        dtype = ",".join(sorted(dm["dtype"].astype(str).unique()))
+        ax.set_title(f"{m} {dtype}: {phase} throughput, {_threads(frames)}", fontsize=9)
         ax.legend(fontsize=7)
     return png_uri(fig)
 
@@ -82,62 +118,73 @@ def fig_accuracy(frames: dict[str, pd.DataFrame]) -> str | None:
     acc = frames.get("accuracy")
     if acc is None or acc.empty:
         return None
-    return png_uri(fig_curves(acc, impl_order(frames)))
+    return png_uri(fig_curves(acc, impl_order(frames), colour))
 
 
 def fig_agreement(frames: dict[str, pd.DataFrame]) -> str | None:
+    """Per dtype: each tensor's max relative error over its tolerance, one column of points per
+    backend (every model, phase and tensor), a line at 1 (the tolerance); inf/NaN drawn on top."""
     agr = frames.get("agreement")
     if agr is None or agr.empty:
         return None
     a = agr.copy()
-    a["max_rel"] = pd.to_numeric(a["max_rel"], errors="coerce").clip(lower=1e-18).astype(float)
-    a["tol"] = pd.to_numeric(a["tol"], errors="coerce")
-    keys = list(a.groupby(["model", "dtype"]).groups)
-    fig, axes = _subplots(len(keys), width=7.0)
-    for ax, (m, dt) in zip(axes, keys, strict=True):
-        d = a[(a["model"] == m) & (a["dtype"] == dt)]
-        tensors = list(dict.fromkeys(d["phase"].astype(str) + ":" + d["tensor"].astype(str)))
-        xpos = {t: i for i, t in enumerate(tensors)}
-        finite = d["max_rel"][np.isfinite(d["max_rel"])]
-        cap = max(1.0, 10 * float(finite.max())) if len(finite) else 1.0
-        for impl, e in sort_rows(d, ["impl"], impl_order(frames)).groupby("impl", sort=False):
-            x = (e["phase"].astype(str) + ":" + e["tensor"].astype(str)).map(xpos)
-            ok = np.isfinite(e["max_rel"])
-            ax.scatter(x[ok], e["max_rel"][ok], s=14, label=str(impl))
-            if (~ok).any():  # inf / NaN errors drawn at the cap, so a broken backend is not hidden
-                ax.scatter(x[~ok], np.full(int((~ok).sum()), cap), s=30, marker="x", label=f"{impl}: inf/NaN")
-        tol = d.groupby(d["phase"].astype(str) + ":" + d["tensor"].astype(str))["tol"].max()
-        ax.plot([xpos[t] for t in tol.index], tol.values, "k_", ms=12, label="tolerance")
+    a["ratio"] = pd.to_numeric(a["max_rel"], errors="coerce") / pd.to_numeric(a["tol"], errors="coerce")
+    dtypes = sorted(a["dtype"].astype(str).unique())
+    fig, axes = _subplots(len(dtypes), width=6.5)
+    order = impl_order(frames)
+    for ax, dt in zip(axes, dtypes, strict=True):
+        d = sort_rows(a[a["dtype"].astype(str) == dt], ["impl"], order)
+        names = list(dict.fromkeys(d["impl"].astype(str)))
+        finite = d["ratio"][np.isfinite(d["ratio"])]
+        top = max(10.0, float(finite.max()) * 3) if len(finite) else 10.0
+        for i, impl in enumerate(names):
+            r = d[d["impl"].astype(str) == impl]["ratio"]
+            ok = np.isfinite(r)
+            jitter = (np.arange(len(r)) % 7 - 3) * 0.05
+            ax.scatter(i + jitter[ok.to_numpy()], r[ok].clip(lower=1e-12), s=10, color=colour(impl), alpha=0.7)
+            if (~ok).any():
+                ax.scatter([i] * int((~ok).sum()), [top] * int((~ok).sum()), s=40, marker="x", color="red")
+        ax.axhline(1.0, color="red", lw=1, label="tolerance")
         ax.set_yscale("log")
-        ax.set_xticks(range(len(tensors)))
-        ax.set_xticklabels(tensors, rotation=90, fontsize=6)
-        ax.set_ylabel("max relative error")
-        ax.set_title(f"{m} {dt}: agreement vs NumPy float64")
-        ax.legend(fontsize=7)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45)
+        ax.set_ylabel("max relative error / tolerance")
+        ax.set_title(f"{dt}: every tensor against NumPy float64 (below the line: within tolerance)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
     return png_uri(fig)
 
 
 def fig_frac_peak(frames: dict[str, pd.DataFrame]) -> str | None:
+    """Per model: % of the run's measured GEMM peak at the spec's batch, a linear axis from 0."""
     speed = frames.get("speed")
     if speed is None or speed.empty or pd.to_numeric(speed["frac_peak"], errors="coerce").isna().all():
         return None
-    s = _largest_batch_train(speed)
+    s = _spec_batch_train(speed)
     models = list(s["model"].unique())
     fig, axes = _subplots(len(models))
     for ax, m in zip(axes, models, strict=True):
         d = sort_rows(s[s["model"] == m], ["impl"], impl_order(frames))
-        ax.bar(d["impl"].astype(str), pd.to_numeric(d["frac_peak"], errors="coerce"))
-        ax.set_yscale("log")
-        ax.set_ylabel("fraction of measured GEMM peak")
-        ax.set_title(f"{m}: {d['phase'].iloc[0]}, batch {int(d['batch_size'].iloc[0])}")
-        ax.tick_params(axis="x", rotation=45)
+        _bars(ax, d, 100 * pd.to_numeric(d["frac_peak"], errors="coerce"))
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("% of measured GEMM peak")
+        ax.set_title(_title(frames, d, str(m)), fontsize=9)
     return png_uri(fig)
 
 
 FIGURES = (
-    ("Speedup against NumPy (green: validated, red: not)", fig_speedup),
+    ("Speedup against NumPy", fig_speedup),
     ("Throughput against batch size", fig_throughput),
-    ("Test accuracy per epoch (band: min..max over seeds; dashed: the course's dnn)", fig_accuracy),
-    ("Agreement error per implementation and tensor", fig_agreement),
+    ("Test accuracy per epoch", fig_accuracy),
+    ("Agreement error against its tolerance", fig_agreement),
     ("Fraction of this machine's measured peak", fig_frac_peak),
 )
+FIGURE_NOTES = {
+    "Speedup against NumPy": "train_step throughput over NumPy's in the same run (dashed line: NumPy); "
+    "a hatched bar did not validate (agreement failed).",
+    "Throughput against batch size": "The batch sweep; both axes logarithmic.",
+    "Test accuracy per epoch": "Mean over seeds, band min..max; dashed: the course's dnn curve.",
+    "Agreement error against its tolerance": "Each point a tensor (forward, loss, gradients, steps) of one "
+    "model; above the red line fails; a red x is inf or NaN.",
+    "Fraction of this machine's measured peak": "FLOPs performed per second against the run's GEMM peak in "
+    "the case's dtype; a hatched bar did not validate.",
+}

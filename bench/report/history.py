@@ -22,7 +22,6 @@ Writes ``history.html`` (figure, step changes, every figure in a table), ``histo
 from __future__ import annotations
 
 import argparse
-import html
 import math
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ import pandas as pd
 from bench.judge import speed
 from bench.measure.frames import RunDirError, flatten, load_run, read_run_meta, resolve_run_dir, run_meta
 from bench.measure.results import RESULTS_FILE, RUN_FILE, SchemaError
-from bench.report import render
+from bench.report import page, render
+from bench.report.figures import plain_ticks
 
 SERIES_KEYS = ("env.cpu_model", "env.cpu_cores_usable", "env.gpu", "threads", "profile.name")
 CASE = ["impl", "model", "dtype", "phase", "batch_size"]
@@ -163,7 +163,7 @@ def fig_history(runs: pd.DataFrame, points: pd.DataFrame) -> Any:
     nrow = max(math.ceil(len(panels) / ncol), 1)
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow + 0.6), squeeze=False)
     impls = sorted(points["impl"].unique()) if len(points) else []
-    colors = {impl: f"C{i % 10}" for i, impl in enumerate(impls)}
+    colors = {impl: page.colour(impl) for impl in impls}
     series = list(dict.fromkeys(runs["series"]))
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "D", "^", "v", "P"]
@@ -179,6 +179,7 @@ def fig_history(runs: pd.DataFrame, points: pd.DataFrame) -> Any:
                 s = line[line["step"] == step]
                 ax.scatter(s["x"], s["ratio"], s=120, marker=mk, facecolors="none", edgecolors=col, linewidths=2)
         ax.set_yscale("log")
+        plain_ticks(ax, "y", "x")
         ax.set_title(f"{model}: {phase}", fontsize=10)
         ax.set_ylabel("time / in-run reference")
         ax.set_xticks(list(runs["x"]))
@@ -256,21 +257,26 @@ def render_markdown(runs: pd.DataFrame, points: pd.DataFrame, png: str) -> str:
 
 def render_html(runs: pd.DataFrame, points: pd.DataFrame, png_uri: str) -> str:
     steps = steps_table(points)
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench history</title><style>{render.CSS}</style></head><body>",
-        f"<h1>nnbench history: {len(runs)} runs, {runs['series'].nunique()} series</h1>",
-        f"<img alt='ratio to the in-run reference per run' src='{png_uri}'>",
-        f"<p class='note'>{html.escape(NOTE)}</p>",
-        "<h2>Runs</h2>",
-        render.html_table(runs_table(runs)),
-        "<h2>Step changes</h2>",
-        render.html_table(steps) if len(steps) else "<p class='note'>None.</p>",
-        "<h2>Every figure</h2>",
-        render.html_table(points_table(points)) if len(points) else "<p class='note'>No speed records.</p>",
-        "</body></html>",
+    n_reg = int((steps["step"] == "regression").sum()) if len(steps) else 0
+    n_imp = int((steps["step"] == "improvement").sum()) if len(steps) else 0
+    verdict = f"{n_reg} regression step(s), {n_imp} improvement step(s) over {len(runs)} runs"
+    if not len(steps):
+        verdict = f"No step change over {len(runs)} runs: no case moved beyond the gate's noise band"
+    lead = page.verdict_html(("FAIL: " if n_reg else "PASS: ") + verdict) + page.para(NOTE, "note")
+    blocks = [
+        page.Block(
+            "Ratio to the in-run reference, per run",
+            page.figure(
+                png_uri,
+                "ratio per run",
+                "Lower is faster; red triangle up: a regression step, green triangle down: an improvement.",
+            ),
+        ),  # fmt: skip
+        page.Block("Step changes", page.table(steps, empty="None.")),
+        page.Block("Runs", page.table(runs_table(runs).drop(columns="path"), what="runs")),
+        page.Block("Every figure", page.table(points_table(points), what="figures", empty="No speed records.")),
     ]
-    return "\n".join(parts)
+    return page.page(f"nnbench history: {len(runs)} runs, {runs['series'].nunique()} series", lead, blocks)
 
 
 def write_history(

@@ -14,7 +14,8 @@ import pandas as pd
 
 from bench.check.recipes import _numeric, fig_curves, headline, retarget, sections
 from bench.measure.frames import load_run
-from bench.report.render import html_table, markdown_table, png_uri
+from bench.report import page
+from bench.report.render import markdown_table, png_uri
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -42,12 +43,15 @@ def write(out_dir: str | Path, run_dirs: list[str], targets: dict[str, float] | 
     curves.columns = [f"epoch_{int(c)}" for c in curves.columns]
     md += ["", "## Test accuracy per epoch", "", markdown_table(curves.reset_index())]
     (out / "recipes.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    page = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>recipes</title></head><body>"]
-    page.append(f"<h1>Recipes</h1><img alt='curves' src='{png_uri(fig_curves(acc))}'>")
-    for title, text, table in secs:
-        page += [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(text)}</p>", html_table(table)]
-    page.append("</body></html>")
-    (out / "recipes.html").write_text("\n".join(page), encoding="utf-8")
+    lead = "<ul>" + "".join(f"<li>{html.escape(x[2:].replace('**', ''))}</li>" for x in headline(acc)) + "</ul>"
+    lead = page.para("Runs: " + ", ".join(Path(d).name for d in run_dirs), "") + lead
+    curves_uri = png_uri(fig_curves(acc, None, page.colour))
+    blocks = [page.Block("Test accuracy per epoch", page.figure(curves_uri, "curves", "Mean over seeds, band min..max; "
+                                                                "dashed: the course's dnn curve."))]  # fmt: skip
+    blocks += [page.Block(title, page.para(text) + page.table(table)) for title, text, table in secs]
+    blocks.append(page.Block("Every seed, every epoch", page.table(curves.reset_index(), what="seeds")))
+    (out / "recipes.html").write_text(page.page("nnbench recipes: accuracy of the full recipes", lead, blocks),
+                                      encoding="utf-8")  # fmt: skip
     return out / "recipes.md"
 
 

@@ -1,36 +1,48 @@
 """Formatting the reports share (the run's ``bench.report.run_report``, ``bench.report.history``,
 ``bench.report.side_by_side``, ``bench.report.recipes``): cells, row order, Markdown and HTML tables,
-figures as data URIs, the pages' CSS."""
+figures as data URIs (the pages' skeleton and CSS: ``bench.report.page``)."""
 
 from __future__ import annotations
 
 import base64
 import io
 import math
+import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.plan.sides import ref_name
 
-CSS = (
-    "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
-    "img{max-width:100%}.note{color:#555}"
-)
+PATH = re.compile(r"(?<![\w.:/])(?:/[\w.+@-]+){2,}/?")  # an absolute path of the machine that wrote it
+
+
+def short_path(text: str) -> str:
+    """Absolute paths cut to their last two parts (``…/py/bin``): a report names no folder of
+    the machine that wrote it."""
+    return PATH.sub(lambda m: "…/" + "/".join(m.group(0).rstrip("/").split("/")[-2:]), text)
 
 
 def fmt(v: Any) -> str:
-    """A cell as text: empty for missing, yes/no, 4 significant digits, a list by its length."""
+    """A cell as text a person reads: empty for missing, ✓ / ✗ for booleans, 4 significant
+    digits, a list as its values (or its length past 6), a dict as ``key: value`` pairs, absolute
+    paths shortened (``short_path``); never Python's ``None``, ``nan``, ``True`` or ``{}``."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
+    if isinstance(v, (bool, np.bool_)):
+        return "✓" if v else "✗"
+    if isinstance(v, (float, np.floating)):
         return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return f"[{len(v)} values]"
-    return str(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        v = list(v)
+        return ", ".join(fmt(x) for x in v) if len(v) <= 6 else f"{len(v)} values"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {fmt(x)}" for k, x in v.items()) if v else ""
+    text = short_path(str(v))
+    if text in ("True", "true", "False", "false"):  # a boolean stored as text (JSON, CSV)
+        return "✓" if text[0] in "Tt" else "✗"
+    return "" if text in ("None", "null", "nan", "NaN", "<NA>", "NaT", "{}", "[]") else text
 
 
 def cell(v: Any) -> Any:
@@ -81,12 +93,6 @@ def markdown_table(df: pd.DataFrame, max_chars: int = 300) -> str:
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *rows])
-
-
-def html_table(df: pd.DataFrame) -> str:
-    """An HTML table of the cells as ``fmt`` writes them, escaped."""
-    shown = df.map(lambda v: fmt(cell(v))) if len(df) else df
-    return shown.to_html(index=False, escape=True, border=0)
 
 
 def png_uri(fig: Any) -> str:

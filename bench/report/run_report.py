@@ -26,12 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench.measure.frames import load_run, read_run_meta, resolve_run_dir
+from bench.measure.frames import load_run, read_run_meta, resolve_run_dir, run_meta
 from bench.measure.results import COMMON
 from bench.plan.sides import tree_label
-from bench.report.figures import FIGURES
+from bench.report import page
+from bench.report.figures import FIGURE_NOTES, FIGURES
 from bench.report.headline import headline_markdown, headline_tables, stability_lines, usable_cores
-from bench.report.render import CSS, cell, html_table, markdown_table
+from bench.report.render import cell, markdown_table
 from bench.report.tables import build_sections
 
 GATE_FILE = "gate.json"  # the regression gate's verdict, when run --gate ran it
@@ -127,17 +128,42 @@ def render_markdown(
     return "\n".join(out)
 
 
-def headline_html(frames: dict[str, pd.DataFrame]) -> list[str]:
-    """The headline block (``bench.report.headline``) as HTML: stability verdict, a table per model."""
+def smoke_note(frames: dict[str, pd.DataFrame]) -> str:
+    """What a short run's accuracy is: a smoke test of training, not the recipe's result."""
+    acc = frames.get("accuracy")
+    if acc is None or acc.empty:
+        return ""
+    epochs = pd.to_numeric(acc["epoch"], errors="coerce").max()
+    if pd.isna(epochs) or epochs > 2:
+        return ""
+    n = int(epochs)
+    return (f"Accuracy after {n} epoch{'s' if n > 1 else ''}: a smoke test that training runs and learns, not the "
+            "recipe's accuracy (see the full profile's or the learning report).")  # fmt: skip
+
+
+def run_facts(frames: dict[str, pd.DataFrame]) -> str:
+    """Profile, machine and threads: what the figures below were measured on."""
+    meta = run_meta(frames)
+    bits = [f"profile {meta.get('profile.name') or meta.get('profile') or '?'}"]
+    bits += [f"{meta.get('env.cpu_model') or '?'} ({meta.get('env.cpu_cores_usable') or '?'} usable cores)"]
+    bits += [f"{meta.get('run.threads') or meta.get('threads') or '?'} thread(s) per case"]
+    if meta.get("env.gpu"):
+        bits.append(f"GPU {meta['env.gpu']}")
+    return "; ".join(str(b) for b in bits)
+
+
+def headline_blocks(frames: dict[str, pd.DataFrame]) -> list[page.Block]:
+    """The headline (``bench.report.headline``): a table per model at the spec's batch size."""
     cores = usable_cores(frames)
-    parts = ["<h2>Headline</h2>"]
-    for line in stability_lines(frames, cores):
-        if line:
-            text = html.escape(line.lstrip("- ")).replace("**", "")
-            parts.append(f"<p class='note'><b>{text}</b></p>" if line.startswith("**") else f"<p>{text}</p>")
+    note = page.para(
+        "train_step at the spec's batch size, one pinned thread unless the profile says otherwise; "
+        "x vs numpy: per-sample throughput against NumPy in this run; % GEMM peak: against this run's "
+        "measured float GEMM rate. " + smoke_note(frames)
+    )
+    blocks = [page.Block("Headline", note)]
     for title, t in headline_tables(frames, cores).items():
-        parts.append(f"<h3>{html.escape(title)}</h3>{html_table(t)}")
-    return parts
+        blocks.append(page.Block(f"Headline: {title}", page.table(t), level=3))
+    return blocks
 
 
 def render_html(
@@ -147,33 +173,31 @@ def render_html(
     injected: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> str:
+    """The run's page: the verdicts first (gate, stability), the headline, figures, then every
+    section; long tables folded."""
     top = [*injection_lines(injected), *gate_lines(gate, meta)]
+    cores = usable_cores(frames)
+    plain = [line.replace("**", "").replace("`", "") for line in top if line]
+    lead = [page.verdict_html(x) if x.startswith("Regression gate") else page.para(x, "") for x in plain]
+    lead += [page.verdict_html(line.replace("**", "")) for line in stability_lines(frames, cores)[:1]]
+    lead += [f"<ul>{''.join(f'<li>{html.escape(r[2:])}</li>' for r in stability_lines(frames, cores)[2:])}</ul>"]
+    lead += [page.para(run_facts(frames), "")]
+    blocks: list[page.Block] = []
     verdicts = gate_speed_table(gate)
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench {html.escape(run_id)}</title><style>{CSS}</style></head><body>",
-        f"<h1>nnbench run {html.escape(run_id)}</h1>",
-        *(f"<p><b>{html.escape(line.replace('**', '').replace('`', ''))}</b></p>" for line in top if line),
-        *([f"<h3>{GATE_TITLE}</h3>{html_table(verdicts)}"] if verdicts is not None else []),
-        *headline_html(frames),
-        "<h2>Figures</h2>",
-    ]
+    if verdicts is not None:
+        blocks.append(page.Block(GATE_TITLE, page.table(verdicts)))
+    blocks += headline_blocks(frames)
+    blocks.append(page.Block("Figures", page.para("One colour per backend, the same in every table and figure.")))
     for title, fn in FIGURES:
         try:
-            uri = fn(frames)
+            body = page.figure(fn(frames), title, FIGURE_NOTES.get(title, ""))
         except Exception as e:  # a figure that cannot be drawn must not lose the report
-            parts.append(f"<h3>{html.escape(title)}</h3><p class='note'>figure failed: {html.escape(repr(e))}</p>")
-            continue
-        body = f"<img alt='{html.escape(title)}' src='{uri}'>" if uri else "<p class='note'>No data.</p>"
-        parts.append(f"<h3>{html.escape(title)}</h3>{body}")
+            body = page.para(f"figure failed: {type(e).__name__}: {e}")
+        blocks.append(page.Block(title, body, level=3))
     for s in build_sections(frames):
-        parts.append(f"<h2>{html.escape(s.title)}</h2>")
-        if s.text:
-            parts.append(f"<p class='note'>{html.escape(s.text)}</p>")
-        has = s.table is not None and len(s.table)
-        parts.append(html_table(s.table) if has else "<p class='note'>No records of this kind.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        text = s.text + (" " + smoke_note(frames) if s.title.startswith(("Accuracy", "Test accuracy")) else "")
+        blocks.append(page.Block(s.title, page.para(text.strip()) + page.table(s.table)))
+    return page.page(f"nnbench run {run_id}", "\n".join(x for x in lead if x and x != "<ul></ul>"), blocks)
 
 
 def combined_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

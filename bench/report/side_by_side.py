@@ -12,7 +12,6 @@ Writes ``side_by_side.html`` (with a figure), ``side_by_side.md`` and ``side_by_
 
 from __future__ import annotations
 
-import html
 import string
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from bench.measure.frames import load_run, resolve_run_dir, run_meta
-from bench.report import render
+from bench.report import page, render
 from bench.report.tables import speed_table
 
 OUTPUT_FILES = ("side_by_side.html", "side_by_side.md", "side_by_side.png")
@@ -117,10 +116,20 @@ def fig_side_by_side(tables: dict[str, pd.DataFrame], runs: pd.DataFrame) -> Any
         width = 0.8 / len(names)
         for i, n in enumerate(names):
             if f"{n} samples/s" in d.columns:
-                ax.bar(x + i * width, d[f"{n} samples/s"].astype(float), width, label=legend[i])
+                ax.bar(
+                    x + i * width,
+                    d[f"{n} samples/s"].astype(float),
+                    width,
+                    label=legend[i],
+                    color=[page.colour(str(m)) for m in d["impl"]],
+                    alpha=1.0 - 0.5 * i / max(len(names) - 1, 1),
+                    edgecolor="k",
+                    lw=0.5,
+                    hatch=["", "//", "..", "xx"][i % 4],
+                )
         ax.set_xticks(x + width * (len(names) - 1) / 2)
         ax.set_xticklabels(d["impl"].astype(str), rotation=30)
-        ax.set_yscale("log")
+        ax.set_ylim(bottom=0)
         ax.set_ylabel("samples/s")
         ax.set_title(f"{model}: {phase}, batch {int(d['batch_size'].iloc[0])}" if len(d) else model)
         ax.legend(fontsize=7)
@@ -144,21 +153,39 @@ def render_markdown(runs: pd.DataFrame, diff: pd.DataFrame, tables: dict[str, pd
     return "\n".join(out)
 
 
+def verdict(tables: dict[str, pd.DataFrame], names: list[str]) -> str:
+    """Each later run's train_step throughput over the first's: geometric mean and range over the
+    cases both ran. A description, not a gate (``python -m bench compare`` judges with noise)."""
+    import numpy as np
+
+    out = []
+    for n in names[1:]:
+        col = f"{n}/{names[0]} samples/s"
+        r = pd.concat([t.loc[t["phase"] == "train_step", col] for t in tables.values() if col in t], ignore_index=True)
+        r = pd.to_numeric(r, errors="coerce").dropna()
+        r = r[r > 0]
+        if len(r):
+            g = float(np.exp(np.log(r).mean()))
+            out.append(f"{n}/{names[0]} train_step throughput: {g:.2f}x geometric mean over {len(r)} cases "
+                       f"(range {r.min():.2f}x-{r.max():.2f}x)")  # fmt: skip
+    return "; ".join(out) or "No train_step case in more than one run."
+
+
 def render_html(runs: pd.DataFrame, diff: pd.DataFrame, tables: dict[str, pd.DataFrame], uri: str) -> str:
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>nnbench side by side</title><style>{render.CSS}</style></head><body>",
-        f"<h1>nnbench: {len(runs)} runs side by side</h1>",
-        render.html_table(runs),
-        "<h2>What differs</h2>",
-        render.html_table(diff) if len(diff) else "<p class='note'>Nothing: same machine and settings.</p>",
-        f"<img alt='samples/s per run' src='{uri}'>",
-        f"<p class='note'>{html.escape(NOTE)}</p>",
+    names = list(runs["run"])
+    lead = page.para(verdict(tables, names), "verdict") + page.para(
+        NOTE + " The ratios describe the runs; they are not a gate (python -m bench compare judges with noise)."
+    )
+    blocks = [
+        page.Block("Runs", page.table(runs.drop(columns="path"))),
+        page.Block("What differs", page.table(diff, empty="Nothing: same machine and settings.")),
+        page.Block(
+            "Throughput per run",
+            page.figure(uri, "samples/s per run", "train_step at the largest batch, linear axis from 0."),
+        ),  # fmt: skip
     ]
-    for model, t in tables.items():
-        parts += [f"<h2>{html.escape(model)}</h2>", render.html_table(t)]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    blocks += [page.Block(f"Speed: {model}", page.table(t, what="cases"), level=3) for model, t in tables.items()]
+    return page.page(f"nnbench: {len(runs)} runs side by side", lead, blocks)
 
 
 def write_side_by_side(run_dirs: list[str | Path], out: str | Path) -> Path:

@@ -72,7 +72,7 @@ def test_skipped_and_broken_are_visible(run_dir):
     md = (run_dir / "summary.md").read_text()
     page = (run_dir / "report.html").read_text()
     for impl, reason in SKIPPED.items():
-        assert re.search(rf"\| {re.escape(impl)} \| no \| {re.escape(reason)} \|", md), impl
+        assert re.search(rf"\| {re.escape(impl)} \| ✗ \| {re.escape(reason)} \|", md), impl
         assert reason in page
     # numba's agreement fails: it is listed as not passed, and its speed rows not validated
     agr = agreement_table(report.load_run(run_dir))
@@ -81,8 +81,8 @@ def test_skipped_and_broken_are_visible(run_dir):
     section = md.split("## Agreement", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
     # columns: impl | model | dtype | passed | ...: the rendered table says numba failed, numpy passed
-    assert rows["numba"].split("|")[4].strip() == "no", rows["numba"]
-    assert rows["numpy"].split("|")[4].strip() == "yes", rows["numpy"]
+    assert rows["numba"].split("|")[4].strip() == "✗", rows["numba"]
+    assert rows["numpy"].split("|")[4].strip() == "✓", rows["numpy"]
     for section in ("## Environment", "## Speed", "## Compile / JIT time", "## Accuracy", "## Errors"):
         assert section in md
 
@@ -105,7 +105,7 @@ def test_partial_run_and_no_run_json(tmp_path):
         f.write('{"schema_version": 1, "kind": "spe')
     report.write_report(rd)
     md = (rd / "summary.md").read_text()
-    assert "| cupy | no | no GPU |" in md
+    assert "| cupy | ✗ | no GPU |" in md
     assert md.count("_No records of this kind._") >= 4
     assert "data:image/png;base64," in (rd / "report.html").read_text()
 
@@ -116,7 +116,7 @@ def test_empty_results_file(tmp_path):
     (rd / RESULTS_FILE).write_text("")
     (rd / RUN_FILE).write_text(json.dumps({"run_id": "empty"}))
     report.write_report(rd)
-    assert "No data." in (rd / "report.html").read_text()
+    assert "No data for this figure." in (rd / "report.html").read_text()
 
 
 def test_cli_bad_input(tmp_path, capsys):
