@@ -88,6 +88,8 @@ def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
     speed = frames.get("speed")
     if speed is None or speed.empty:
         return None
+    from matplotlib.ticker import ScalarFormatter
+
     s = speed.drop_duplicates(["impl"] + SPEED_KEYS, keep="last")
     phase = "train_step" if (s["phase"] == "train_step").any() else s["phase"].iloc[-1]
     s = s[s["phase"] == phase]
@@ -101,7 +103,7 @@ def fig_throughput(frames: dict[str, pd.DataFrame]) -> str | None:
         ax.set_yscale("log")
         plain_ticks(ax, "y", "")
         ax.set_xticks(sorted(pd.to_numeric(dm["batch_size"], errors="coerce").dropna().unique()))
-        ax.xaxis.set_major_formatter(__import__("matplotlib").ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples/s")
         dtype = ",".join(sorted(dm["dtype"].astype(str).unique()))

@@ -147,7 +147,7 @@ def run_facts(frames: dict[str, pd.DataFrame]) -> str:
     bits = [f"profile {meta.get('profile.name') or meta.get('profile') or '?'}"]
     bits += [f"{meta.get('env.cpu_model') or '?'} ({meta.get('env.cpu_cores_usable') or '?'} usable cores)"]
     bits += [f"{meta.get('run.threads') or meta.get('threads') or '?'} thread(s) per case"]
-    if meta.get("env.gpu"):
+    if meta.get("env.gpu") and str(meta["env.gpu"]).lower() != "none":
         bits.append(f"GPU {meta['env.gpu']}")
     return "; ".join(str(b) for b in bits)
 
@@ -156,7 +156,7 @@ def headline_blocks(frames: dict[str, pd.DataFrame]) -> list[page.Block]:
     """The headline (``bench.report.headline``): a table per model at the spec's batch size."""
     cores = usable_cores(frames)
     note = page.para(
-        "train_step at the spec's batch size, one pinned thread unless the profile says otherwise; "
+        "train_step at the spec's batch size, at the threads named above; "
         "x vs numpy: per-sample throughput against NumPy in this run; % GEMM peak: against this run's "
         "measured float GEMM rate. " + smoke_note(frames)
     )
@@ -179,9 +179,10 @@ def render_html(
     cores = usable_cores(frames)
     plain = [line.replace("**", "").replace("`", "") for line in top if line]
     lead = [page.verdict_html(x) if x.startswith("Regression gate") else page.para(x, "") for x in plain]
-    lead += [page.verdict_html(line.replace("**", "")) for line in stability_lines(frames, cores)[:1]]
-    lead += [f"<ul>{''.join(f'<li>{html.escape(r[2:])}</li>' for r in stability_lines(frames, cores)[2:])}</ul>"]
-    lead += [page.para(run_facts(frames), "")]
+    stability = stability_lines(frames, cores)  # the verdict, then "- reason" lines when unstable
+    lead += [page.verdict_html(stability[0].replace("**", ""))]
+    reasons = [f"<li>{html.escape(r[2:])}</li>" for r in stability[2:]]
+    lead += [f"<ul>{''.join(reasons)}</ul>" if reasons else "", page.para(run_facts(frames), "")]
     blocks: list[page.Block] = []
     verdicts = gate_speed_table(gate)
     if verdicts is not None:
@@ -197,7 +198,7 @@ def render_html(
     for s in build_sections(frames):
         text = s.text + (" " + smoke_note(frames) if s.title.startswith(("Accuracy", "Test accuracy")) else "")
         blocks.append(page.Block(s.title, page.para(text.strip()) + page.table(s.table)))
-    return page.page(f"nnbench run {run_id}", "\n".join(x for x in lead if x and x != "<ul></ul>"), blocks)
+    return page.page(f"nnbench run {run_id}", "\n".join(x for x in lead if x), blocks)
 
 
 def combined_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
