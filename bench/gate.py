@@ -158,8 +158,8 @@ def speed_rows(run_dir: Path, confirm_dir: Path | None, selection: Selection | N
     the confirmation's rows (``measurement``: first or confirmation)."""
     try:
         rows = _train_step_rows(run_dir, selection, ab, "first")
-        if confirm_dir is not None:
-            again = _train_step_rows(confirm_dir, selection, ab, "confirmation")
+        if confirm_dir is not None:  # judged as the confirmation was: beside the first measurement
+            again = _train_step_rows(confirm_dir, selection, ab, "confirmation", first_dir=run_dir)
             redone = {r["impl"] for r in again}
             rows = [r for r in rows if r["impl"] not in redone] + again
     except Exception as e:  # the verdict stands without its table
@@ -168,19 +168,31 @@ def speed_rows(run_dir: Path, confirm_dir: Path | None, selection: Selection | N
     return rows
 
 
-def _train_step_rows(run_dir: Path, selection: Selection | None, ab: dict | None, label: str) -> list[dict]:
+def _train_step_rows(
+    run_dir: Path, selection: Selection | None, ab: dict | None, label: str, first_dir: Path | None = None
+) -> list[dict]:
+    """The train_step rows of ``run_dir``'s comparison; ``first_dir``: ``run_dir`` is a confirmation
+    run and this the first measurement, whose R the reproduction rule reads (as ``compare
+    --first-measurement`` does), over the implementations and models the confirmation measured."""
     import pandas as pd
 
-    from bench.judge.compare import GateConfig, compare_frames, load_ab, load_pair
+    from bench.judge.compare import GateConfig, _filter, _load, compare_frames, load_ab, load_pair
 
     if ab is not None:
         base, cur, _ = load_ab(str(run_dir))
-        table = compare_frames(base, cur, GateConfig(direct=True), ab=ab)["speed"]
+        first = load_ab(str(first_dir))[:2] if first_dir is not None else None
+        cfg, note = GateConfig(direct=True), None
     elif selection is not None:
         base, cur, sel = load_pair(str(selection.given), str(run_dir))
-        table = compare_frames(base, cur, speed_note=sel.speed_note)["speed"]
+        first = (base, _load("first measurement", str(first_dir))) if first_dir is not None else None
+        cfg, note = GateConfig(), sel.speed_note
     else:
         return []
+    if first is not None:
+        impls = sorted({str(i) for i in cur["speed"]["impl"].dropna()}) if "speed" in cur else None
+        models = sorted({str(m) for m in cur["speed"]["model"].dropna()}) if "speed" in cur else None
+        first = (_filter(first[0], impls, models), _filter(first[1], impls, models))
+    table = compare_frames(base, cur, cfg, first, speed_note=note, ab=ab)["speed"]
     if table.empty:
         return []
     keep = ["impl", "model", "dtype", "batch_size", "ref", "base_ratio", "cur_ratio", "R", "ci_low", "ci_high",

@@ -63,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--models", help="comma-separated presets or spec files (default: the profile's)")
     p.add_argument("--impls", help="comma-separated implementations (default: all registered)")
     p.add_argument("--dtype", help="float32 or float64, or a comma list (default: the profile's)")
+    p.add_argument("--seeds", help="accuracy seeds for every model, e.g. 0-9 or 0,3,5 (default: the profile's)")
     p.add_argument("--profile", default="quick", help=f"one of {', '.join(profile_names())}, or a .toml path")
     p.add_argument("--out", default="runs", help="folder holding run directories (default: runs, git-ignored)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
@@ -123,11 +124,40 @@ def resolve_inputs(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         profile["dry_run"] = True  # bench.plan.profile.effective_profile: the least speed budget
     else:
         check_required(profile, impls)
+    if getattr(ns, "seeds", None):
+        set_seeds(profile, parse_seeds(ns.seeds))
     dtypes = _split(ns.dtype) or list(profile.get("dtypes", ["float32"]))
     bad = [d for d in dtypes if d not in ("float32", "float64")]
     if bad:
         raise RunError(f"unknown dtype(s) {', '.join(bad)}; valid: float32, float64")
     return profile, specs, impls, dtypes
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,3,5"`` or both (``"0-4,10-14"``): the seeds, in order, each once."""
+    seeds: list[int] = []
+    for part in _split(text):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise RunError(f"--seeds: {part!r} is not a seed or a range like 0-9") from None
+        if first < 0 or last < first:
+            raise RunError(f"--seeds: {part!r} is not a range of seeds >= 0, low to high")
+        seeds += [s for s in range(first, last + 1) if s not in seeds]
+    if not seeds:
+        raise RunError("--seeds: no seeds given")
+    return seeds
+
+
+def set_seeds(profile: dict[str, Any], seeds: list[int]) -> None:
+    """The profile's seeds, for every model and implementation (their overrides' seeds dropped)."""
+    profile["seeds"] = seeds
+    for table in ("model_overrides", "overrides"):
+        for over in profile.get(table, {}).values():
+            over.pop("seeds", None)
+            for inner in over.get("models", {}).values():
+                inner.pop("seeds", None)
 
 
 def check_required(profile: dict[str, Any], impls: list[str]) -> None:

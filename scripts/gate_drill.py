@@ -128,6 +128,26 @@ def _first_r(run_dir: Path, impl: str) -> float | None:
         return None
 
 
+def rejudge(results: list[dict[str, Any]], out: Path, impl: str) -> list[dict[str, Any]]:
+    """Each recorded run's train_step rows again, from its run folders, by this checkout's gate
+    code (``bench.gate.speed_rows``): ``caught`` and ``R`` as the gate judges them now."""
+    sys.path.insert(0, str(REPO))
+    from bench.gate import speed_rows
+
+    for r in results:
+        runs = out / f"x{r['factor']:g}" / "runs"
+        run_dir = runs / r["run"]
+        ab = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("gate_ref")
+        confirm = runs / f"{r['run']}-confirm" / "latest"
+        rows = [x for x in speed_rows(run_dir, confirm.resolve() if confirm.exists() else None, None, ab)
+                if x.get("model") == "ALL"]  # fmt: skip
+        row = next((x for x in rows if x["impl"] == impl), {})
+        r["failing"] = sorted({x["impl"] for x in rows if x.get("verdict") == "FAIL"})
+        r |= {"R": row.get("R"), "verdict": row.get("verdict"), "measurement": row.get("measurement")}
+        r["caught"] = r["rc"] == 1 and impl in r["failing"]
+    return results
+
+
 def summary(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [f"# Gate drill ({args.mode}): {args.impl} train_step slowed, `--models {args.models} --impls "
              f"{args.impls}`, profile {args.profile}", "",
@@ -161,7 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--mode", choices=("gate-ref", "fallback"), default="gate-ref")
     ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--rejudge", action="store_true",
+                    help="measure nothing: judge OUT/drill.json again with this checkout's gate code")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.rejudge:
+        results = rejudge(json.loads((args.out / "drill.json").read_text(encoding="utf-8")), args.out, args.impl)
+        (args.out / "drill.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        (args.out / "drill.md").write_text(summary(results, args), encoding="utf-8")
+        print(summary(results, args))
+        return 0
     if not os.environ.get("MNIST_DIR"):
         print("warning: MNIST_DIR is not set: each clone's run finds MNIST on its own", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

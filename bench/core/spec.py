@@ -231,6 +231,42 @@ class ModelSpec:
         upd = 2 * self.num_params()
         return {"forward": fwd, "backward": bwd, "update": upd, "train_step": fwd + bwd + upd}
 
+    def traffic(self, batch: int = 1, itemsize: int = 4) -> dict[str, dict[str, int]]:
+        """Compulsory memory traffic of each timed phase, in bytes, and its working set.
+
+        A lower bound, counted from the spec like ``flops``, at ``itemsize`` bytes a value:
+        ``P`` the parameters, ``X`` the input batch, ``A`` every layer output (``flatten`` is a
+        view; ``dropout`` is the identity outside training, so ``forward`` writes none).
+
+        - ``forward``: read P and X, write A: ``P + X + A``;
+        - ``loss_and_grads``: that, A re-read by the backward pass and the gradients written:
+          ``2P + X + 2A``;
+        - ``train_step``: that and the updated parameters written: ``3P + X + 2A``.
+
+        Gradients of the activations, the dropout masks and the labels are left out (a fused
+        kernel can keep them in registers or cache), so an implementation cannot need less
+        unless it skips a pass the count assumes. ``working_set`` is the distinct bytes the
+        phase touches (``P + X + A``, plus the gradients ``P`` when it computes them): the
+        memory level it fits in is the roof it runs under.
+        """
+        p = self.num_params() * itemsize
+        x = batch * _prod(tuple(self.input_shape)) * itemsize
+
+        def outputs(training: bool) -> int:
+            skip = ("flatten",) if training else ("flatten", "dropout")
+            return (
+                batch
+                * itemsize
+                * sum(_prod(s) for lay, s in zip(self.layers, self.shapes(), strict=True) if lay.type not in skip)
+            )
+
+        a_inf, a = outputs(False), outputs(True)
+        return {
+            "forward": {"bytes": p + x + a_inf, "working_set": p + x + a_inf},
+            "loss_and_grads": {"bytes": 2 * p + x + 2 * a, "working_set": 2 * p + x + a},
+            "train_step": {"bytes": 3 * p + x + 2 * a, "working_set": 2 * p + x + a},
+        }
+
 
 def _prod(shape: Shape) -> int:
     n = 1

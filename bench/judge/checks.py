@@ -167,4 +167,10 @@ def check_accuracy(base: dict[str, pd.DataFrame], cur: dict[str, pd.DataFrame], 
     for key in b[keys].astype(str).drop_duplicates().itertuples(index=False):
         if tuple(key) not in done:
             rows.append(dict(zip(keys, key, strict=True)) | {"verdict": NOTE, "detail": "no common (seed, epoch)"})
+    base_keys = set(map(tuple, b[keys].astype(str).drop_duplicates().values.tolist()))
+    for key in c[keys].astype(str).drop_duplicates().itertuples(index=False):
+        if tuple(key) not in base_keys:  # e.g. an A/B run's REF side, which measures speed alone for it
+            rows.append(
+                dict(zip(keys, key, strict=True)) | {"verdict": NOTE, "detail": "not gated: no baseline figure"}
+            )
     return pd.DataFrame(rows)

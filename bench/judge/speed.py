@@ -335,7 +335,27 @@ def check_speed(
     gone = sorted((k for k in sb if k not in sc and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
     for key in gone:
         rows.append(dict(zip(SPEED_CASE, key, strict=True)) | {"verdict": NOTE, "detail": "not measured in current"})
-    return pd.DataFrame(rows)
+    return with_limits(pd.DataFrame(rows), cur.get("speed"))
+
+
+def with_limits(table: pd.DataFrame, speed: pd.DataFrame | None) -> pd.DataFrame:
+    """``x_of_limit`` of the current run beside each row: a case's median over its records
+    (``bench.measure.derived.roofline``: 1 = at the machine's limit), an ``ALL`` row's geometric
+    mean over its cases. Not judged: it says how far each case is from what the machine allows."""
+    table = table.assign(x_of_limit=np.nan)
+    if speed is None or speed.empty or "x_of_limit" not in speed or table.empty:
+        return table
+    x = pd.to_numeric(speed["x_of_limit"], errors="coerce")
+    med = speed.assign(x=x).dropna(subset=["x"]).groupby(SPEED_CASE, dropna=False)["x"].median()
+    case = table["model"] != "ALL"
+    keys = list(table.loc[case, SPEED_CASE].itertuples(index=False, name=None))
+    table.loc[case, "x_of_limit"] = [med.get(k, np.nan) for k in keys]
+    for i, r in table[~case].iterrows():
+        g = table[case & (table["impl"] == r["impl"]) & (table["dtype"] == r["dtype"]) & (table["ref"] == r["ref"])]
+        g = g if r["phase"] == "ALL" else g[g["phase"] == r["phase"]]
+        v = pd.to_numeric(g["x_of_limit"], errors="coerce").dropna()
+        table.loc[i, "x_of_limit"] = float(np.exp(np.log(v).mean())) if len(v) and (v > 0).all() else np.nan
+    return table
 
 
 def sharp_rows(table: pd.DataFrame, cfg: GateConfig) -> dict[tuple[str, str, str], float]:

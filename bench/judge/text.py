@@ -23,7 +23,19 @@ TERMINAL_COLUMNS = {
     "status": ["impl", "model", "phase", "verdict"],
     "agreement": ["impl", "model", "dtype", "tensors", "worst_rel", "verdict"],
     "accuracy": ["impl", "model", "dtype", "epoch", "base_acc", "cur_acc", "band_low", "verdict"],
-    "speed": ["impl", "model", "dtype", "phase", "batch_size", "ref", "R", "ci_low", "ci_high", "verdict"],
+    "speed": [
+        "impl",
+        "model",
+        "dtype",
+        "phase",
+        "batch_size",
+        "ref",
+        "R",
+        "ci_low",
+        "ci_high",
+        "x_of_limit",
+        "verdict",
+    ],
 }
 WIDTH = 100
 
@@ -35,6 +47,7 @@ def print_tables(tables: dict[str, pd.DataFrame], out: Any, wide: bool = False) 
     import textwrap
 
     fmt = {"R": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}", "base_ratio": "{:.4g}", "cur_ratio": "{:.4g}"}
+    fmt |= {"x_of_limit": "{:.2f}"}
     fmt |= {"base_acc": "{:.4f}", "cur_acc": "{:.4f}", "tol": "{:.4f}", "band_low": "{:.4f}", "worst_rel": "{:.2e}"}
     for name, t in tables.items():
         print(f"\n== {name} ==", file=out)
@@ -45,7 +58,7 @@ def print_tables(tables: dict[str, pd.DataFrame], out: Any, wide: bool = False) 
         if not wide and name in TERMINAL_COLUMNS:
             cols = [c for c in TERMINAL_COLUMNS[name] if c in t.columns]
         shown = pd.DataFrame({c: [_show(v, fmt.get(c)) for v in t[c]] for c in cols})
-        shown = shown.rename(columns={"batch_size": "batch"})
+        shown = shown.rename(columns={"batch_size": "batch", "x_of_limit": "x_lim"})
         widths = [max([len(c), *map(len, shown[c])]) for c in shown.columns]
         for row in [list(shown.columns), *shown.itertuples(index=False)]:
             print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)

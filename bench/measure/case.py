@@ -20,6 +20,9 @@ from bench.plan.profile import effective_profile
 from bench.plan.sides import is_ref
 
 MARK = "@@nnbench "
+# training steps from the same parameters, data and dropout seed before each speed process hashes the
+# parameters (the cold probe's first step and these more): bit-identical across processes or not
+DETERMINISM_STEPS = 3
 PHASE_FLOPS = {"forward": ("forward",), "loss_and_grads": ("forward", "backward"), "train_step": ("train_step",)}
 
 
@@ -87,6 +90,7 @@ class Case:
         self.process = process  # which of the case's speed processes this is (0: the full case)
         self.model: Any = None  # built by the cold probe, reused for the timed rounds
         self.cold: dict[str, float] = {}
+        self.digest: dict[str, Any] = {}  # the parameters' hash after the cold probe's training steps
 
     def record(self, kind: str, **fields: Any) -> dict[str, Any]:
         from bench.measure.results import make_record
@@ -175,11 +179,20 @@ class Case:
         t0 = time.perf_counter()
         self.model = self.module.build(self.spec, params, self.dtype)
         self.cold["build"] = time.perf_counter() - t0
-        for phase, fn in self.phase_fns(x, y).items():
+        fns = self.phase_fns(x, y)
+        for phase, fn in fns.items():
             emit(phase=f"cold {phase} b={batch}")
             t0 = time.perf_counter()
             fn()
             self.cold[phase] = time.perf_counter() - t0
+        if "train_step" in fns:  # the same seed in every process: the same bits?
+            for _ in range(DETERMINISM_STEPS - 1):
+                fns["train_step"]()
+            self.digest = {
+                "steps": DETERMINISM_STEPS,
+                "batch_size": batch,
+                "digest": params_digest(self.model.params()),
+            }
 
     def batch(self, n: int) -> tuple[Any, Any]:
         import numpy as np
@@ -234,6 +247,8 @@ class Case:
             out = self.run_dir / "benchmarks"
             out.mkdir(exist_ok=True)
             timer.save_json(str(out / f"{self.impl}-{self.model_name}-{self.dtype}.json"))
+        if self.digest:
+            rows.append(self.record("determinism", process=self.process, **self.digest))
         for phase, cold in self.cold.items() if self.process == 0 else ():  # cold only in the first
             rows.append(
                 self.record(
@@ -255,15 +270,33 @@ class Case:
         keys = PHASE_FLOPS.get(phase, ("train_step",))
         flops = sum(fl[k] for k in keys)
         model_flops = sum(self.spec.flops(b)[k] for k in keys)  # the model's direct count, whatever the algorithm
+        # the roofline's memory term: the CPU's roofs say nothing of a GPU's
+        gpu = "gpu" in tuple(getattr(self.module, "REQUIRES", ()))
+        traffic = {} if gpu else self.spec.traffic(b, _itemsize(self.dtype)).get(phase, {})
         return self.record(
             "speed", phase=phase, batch_size=b, rounds=m.rounds, iterations=m.iterations,
             warmup_rounds=m.warmup_calls, median_s=m.median_s, iqr_s=m.iqr_s,
             mean_s=m.mean_s, min_s=m.min_s, samples_s=m.samples_s, samples_per_s=b / m.median_s,
             gflops=flops / m.median_s / 1e9, gflops_model=model_flops / m.median_s / 1e9,
+            bytes=traffic.get("bytes"), working_set_bytes=traffic.get("working_set"),
             validated=self.validated, process=self.process, loadavg=load,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ accuracy
+    def seeds_done(self, epochs: int) -> set[int]:
+        """Seeds of this case whose every epoch is recorded already (a run resumed mid-case)."""
+        from bench.measure.results import read_records
+
+        seen: dict[int, set[int]] = {}
+        for r in read_records(self.run_dir):
+            if r["kind"] == "accuracy" and (r["impl"], r["model"], r["dtype"]) == (
+                self.impl,
+                self.model_name,
+                self.dtype,
+            ):
+                seen.setdefault(int(r["seed"]), set()).add(int(r["epoch"]))
+        return {s for s, e in seen.items() if len(e) >= epochs}
+
     def part_accuracy(self) -> list[dict[str, Any]]:
         from bench.check.accuracy import AccuracyBudget, train
         from bench.core.model import build_seeded
@@ -273,7 +306,8 @@ class Case:
         emit(phase="accuracy: loading MNIST")
         data = mnist_arrays(self.run.get("data_dir"), dtype=self.dtype)
         budget = AccuracyBudget.from_profile(self.profile["accuracy"], self.spec)
-        for seed in [int(s) for s in self.profile.get("seeds", [0])]:
+        done = self.seeds_done(budget.epochs)  # a resumed run: each seed's records are written whole
+        for seed in [int(s) for s in self.profile.get("seeds", [0]) if int(s) not in done]:
             params = init_params(self.spec, seed)
             dropout_seed: list[int | None] = []
 
@@ -286,6 +320,26 @@ class Case:
             extra = {"dropout_seed": dropout_seed[0] if dropout_seed else None}
             self.write([self.record("accuracy", validated=self.validated, **_finite_dict(r), **extra) for r in epochs])
         return []
+
+
+def params_digest(params: dict[str, Any]) -> str:
+    """SHA-256 of every parameter's bytes (canonical names, sorted; C order): equal only when the
+    parameters are bit-identical."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])  # Model.params(): host arrays
+        h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _itemsize(dtype: str) -> int:
+    import numpy as np
+
+    return int(np.dtype(dtype).itemsize)
 
 
 def _finite(v: Any) -> Any:

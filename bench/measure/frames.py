@@ -109,7 +109,9 @@ def frames_from_records(records: list[dict[str, Any]], meta: dict[str, Any]) -> 
         frames[kind] = df
     if "speed" in frames:
         speed = frames["speed"]
-        for c in ("median_s", "batch_size", "gflops", "gflops_model", *DERIVED_COLUMNS):
+        for c in ("median_s", "batch_size", "gflops", "gflops_model", "bytes", *DERIVED_COLUMNS):
+            if c == "bound":  # the roofline's binding term: text
+                continue
             speed[c] = pd.to_numeric(speed[c], errors="coerce")
     return frames
 

@@ -53,6 +53,11 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
         "frac_peak",
         "gflops_model",  # the model's direct FLOP count (spec.flops) per second: an effective rate
         "frac_peak_model",
+        "bytes",  # the phase's compulsory memory traffic (spec.traffic) at the case's dtype and batch
+        "working_set_bytes",  # the distinct bytes the phase touches: picks the memory level of its roof
+        "limit_s",  # the roofline's bound: max(model FLOPs / GEMM peak, bytes / bandwidth) (bench.measure.derived)
+        "bound",  # which term binds: "compute" or "memory (L2 | LLC | DRAM)"
+        "x_of_limit",  # limit_s / median_s: 1 = at the machine's limit; > 1 = less work than the model's count
         "speedup_vs_numpy",
         "x_vs_pure_python_b1",  # per-sample throughput at this batch over pure Python's at batch 1
         "validated",
@@ -88,6 +93,23 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     # run before ("when": "before") and after ("after") the cases; gflops from the best round,
     # gflops_median from the median; samples_s: raw per-round times (gate)
     "peak": ("gemm_n", "gflops", "median_s", "samples_s", "when", "gflops_median"),
+    # this machine's memory bandwidth, STREAM-style (bench.measure.probe.stream): one row per
+    # (level, kernel, threads), before and after the cases like the peak; gbps from the best round
+    "bandwidth": (
+        "level",  # L2 | LLC | DRAM: the memory level the working set was sized for
+        "kernel",  # copy | triad
+        "threads",
+        "ws_bytes",  # bytes the kernel's arrays span together
+        "cache_bytes",  # the level's size the working set was taken from (None for DRAM)
+        "cache_source",  # sysfs | sysconf | assumed
+        "gbps",
+        "gbps_median",
+        "samples_s",
+        "when",
+    ),
+    # a speed process's parameters after ``steps`` training steps from the same parameters, batch and
+    # dropout seed (bench.measure.case.DETERMINISM_STEPS): equal digests = bit-identical
+    "determinism": ("steps", "batch_size", "digest", "process"),
     # a case that did not produce figures; status: skipped | crash | timeout | oom | not_implemented | disagrees
     "error": ("phase", "status", "error"),
 }

@@ -189,7 +189,7 @@ def run_case(
         for p in missing:
             mark_done(run_dir, impl, None if p == "settings" else model, dtype, p, status)
         progress.note(f"  {label}: {status.upper()} during {res.last_phase!r}; recorded, carrying on")
-    elif cache_env and "speed" in parts:
+    elif cache_env and "speed" in parts and not is_ref(impl):  # REF's compile times are not judged
         warm_cache_probe(run_dir, impl, model, dtype, timeout_s, label, progress, extra_env)
     if extra_env and speed_processes(prof) <= 1:  # the cache served its purpose (cold vs warm)
         shutil.rmtree(extra_env[cache_env], ignore_errors=True)

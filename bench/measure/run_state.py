@@ -5,7 +5,8 @@ A case part is ``(impl, model, dtype, part)``; ``part`` is one of ``bench.plan.p
 further speed processes), or a run-level step (``availability`` of impl ``*``, ``peak-before`` and
 ``peak-after`` of impl ``numpy``). A worker appends a line to ``cases.jsonl`` as each part ends
 (``mark_done``); ``--resume`` skips the parts marked done and drops the records of the others
-(``drop_unfinished``), so an interrupted part re-runs whole.
+(``drop_unfinished``), so an interrupted part re-runs whole, but for the accuracy seeds it finished
+(each seed's records are written at once when it ends; the resumed part trains the others).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ KIND_PART = {
     "compile": "speed",
     "accuracy": "accuracy",
     "setting": "settings",
+    "determinism": "speed",
 }
+RUN_LEVEL = ("availability", "peak", "bandwidth")  # record kinds of the run, not of a case
 
 
 def speed_part(process: int) -> str:
@@ -58,13 +61,13 @@ def record_part(rec: dict[str, Any]) -> tuple[Any, ...] | None:
     kind = rec.get("kind")
     if kind == "error":
         part = rec.get("phase")
-        if part in ("availability", "peak"):
+        if part in RUN_LEVEL:
             return None
-    elif kind in ("availability", "peak"):
+    elif kind in RUN_LEVEL:
         return None
     else:
         part = KIND_PART.get(kind)
-        if kind == "speed" and rec.get("process"):
+        if kind in ("speed", "determinism") and rec.get("process"):
             part = speed_part(int(rec["process"]))
     if part == "settings":
         return (rec.get("impl"), None, rec.get("dtype"), "settings")
@@ -95,7 +98,8 @@ def drop_unfinished(run_dir: Path) -> int:
     keep, dropped = [], 0
     for r in read_records(run_dir):
         key = record_part(r)
-        if key is None or key in done:
+        # an accuracy seed's records are written whole when the seed ends: a resumed part keeps them
+        if key is None or key in done or r.get("kind") == "accuracy":
             keep.append(r)
         else:
             dropped += 1

@@ -25,9 +25,10 @@ judges the fastest process instead: ``bench.judge.compare.center``). A case is f
   process with a handful of rounds on purpose (seconds per call), so neither they nor the
   rounds' spread (an IQR of 2-5 values) are judged; its figures are indicative.
 
-A run is unstable when any ``train_step`` case is flagged or the GEMM peak moved more than
-``PEAK_DRIFT_LIMIT`` between before and after the cases; its summary says so at the top and
-asks for a repeat.
+A run is unstable when any ``train_step`` case is flagged, the GEMM peak moved more than
+``PEAK_DRIFT_LIMIT`` or a memory roof (the triad bandwidth of a level,
+``bench.measure.probe.stream``) more than ``BANDWIDTH_DRIFT_LIMIT`` between before and after the
+cases; its summary says so at the top and asks for a repeat.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CV_LIMIT = 0.10
 LOAD_LIMIT = 1.5
 MIN_ROUNDS = 5
 PEAK_DRIFT_LIMIT = 1.15
+BANDWIDTH_DRIFT_LIMIT = 1.25  # a cache's bandwidth on a shared machine moves more than the GEMM's
 CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 
 
@@ -130,8 +132,29 @@ def peak_drift(peak: pd.DataFrame | None) -> dict[str, float]:
     return out
 
 
-def run_verdict(cases: pd.DataFrame, peak: pd.DataFrame | None) -> tuple[bool, list[str]]:
-    """(stable, reasons): unstable when a train_step case is flagged or the peak moved."""
+def bandwidth_drift(bw: pd.DataFrame | None, kernel: str = "triad") -> dict[str, float]:
+    """Per (level, threads) of ``kernel``, max / min of the bandwidth before and after the cases."""
+    if bw is None or bw.empty:
+        return {}
+    bw = bw[bw["kernel"] == kernel]
+    g = pd.to_numeric(bw["gbps"], errors="coerce")
+    out = {}
+    for (level, threads), v in g.groupby([bw["level"], bw["threads"]]):
+        v = v.dropna()
+        if len(v) > 1 and v.min() > 0:
+            out[f"{level} {kernel} at {threads} thread(s)"] = float(v.max() / v.min())
+    return out
+
+
+def run_verdict(
+    cases: pd.DataFrame,
+    peak: pd.DataFrame | None,
+    bandwidth: pd.DataFrame | None = None,
+    binding: set[str] | None = None,
+) -> tuple[bool, list[str]]:
+    """(stable, reasons): unstable when a train_step case is flagged or the peak or a memory
+    roof moved; ``binding``: the memory levels some case is bound by (``bound`` of the speed
+    records), the only roofs whose drift moves a figure (None: every level)."""
     reasons = []
     if len(cases):
         bad = cases[(cases["phase"] == "train_step") & ~cases["stable"]]
@@ -140,4 +163,7 @@ def run_verdict(cases: pd.DataFrame, peak: pd.DataFrame | None) -> tuple[bool, l
     for d, drift in peak_drift(peak).items():
         if drift > PEAK_DRIFT_LIMIT:
             reasons.append(f"{d} GEMM peak moved {drift:.2f}x between before and after the cases")
+    for what, drift in bandwidth_drift(bandwidth).items():
+        if drift > BANDWIDTH_DRIFT_LIMIT and (binding is None or what.split()[0] in binding):
+            reasons.append(f"{what} bandwidth moved {drift:.2f}x between before and after the cases")
     return not reasons, reasons

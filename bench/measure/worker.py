@@ -80,6 +80,7 @@ def cmd_peak(args: argparse.Namespace) -> int:
     pk = run["profile"].get("peak", {})
     n, rounds = int(pk.get("gemm_n", 2048)), int(pk.get("rounds", 10))
     recs = [peak_record(run_dir, run, dtype, n, rounds, args.when) for dtype in run.get("dtypes", ["float32"])]
+    recs += bandwidth_records(run, args.when)
     append_records(run_dir, recs)
     mark_done(run_dir, "numpy", None, None, f"peak-{args.when}", "ok")
     return 0
@@ -103,6 +104,24 @@ def peak_record(run_dir: Path, run: dict[str, Any], dtype: str, n: int, rounds: 
         gflops=2 * n**3 / m.min_s / 1e9, gflops_median=2 * n**3 / m.median_s / 1e9,
         median_s=m.median_s, samples_s=m.samples_s,
     )  # fmt: skip
+
+
+def bandwidth_records(run: dict[str, Any], when: str) -> list[dict[str, Any]]:
+    """The memory roofs (``bench.measure.probe.stream``) at the run's thread count, and at one
+    thread when the run uses more (``[bandwidth] rounds`` in the profile)."""
+    from bench.measure.probe import stream
+    from bench.measure.results import make_record
+
+    rounds = int(run["profile"].get("bandwidth", {}).get("rounds", 7))
+    threads = configured_threads()
+    caches = stream.cache_sizes()
+    out = []
+    for t in sorted({threads, 1}, reverse=True):
+        emit(phase=f"bandwidth ({when}): copy and triad at {t} thread(s)")
+        for r in stream.measure_all(t, rounds, caches):
+            out.append(make_record("bandwidth", run_id=run["run_id"], impl="numpy", model=None, dtype="float64",
+                                   when=when, **r))  # fmt: skip
+    return out
 
 
 def cmd_case(args: argparse.Namespace) -> int:

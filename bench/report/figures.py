@@ -173,12 +173,65 @@ def fig_frac_peak(frames: dict[str, pd.DataFrame]) -> str | None:
     return png_uri(fig)
 
 
+MODEL_MARKERS = "osD^vP*X"
+
+
+def fig_roofline(frames: dict[str, pd.DataFrame]) -> str | None:
+    """The roofline (Williams, Waterman, Patterson): arithmetic intensity (the model's FLOPs over
+    the phase's compulsory bytes, ``spec.traffic``) against the model's FLOPs per second, one
+    point per backend and model (train_step at the spec's batch: colour = backend, marker =
+    model); the roofs are the run's GEMM peak and its triad bandwidth per memory level."""
+    from bench.measure.derived import LEVELS, memory_roofs, peak_by_dtype
+
+    speed, bw = frames.get("speed"), frames.get("bandwidth")
+    if speed is None or speed.empty or bw is None or bw.empty:
+        return None
+    s = _spec_batch_train(speed)
+    num = {c: pd.to_numeric(s[c], errors="coerce") for c in ("gflops_model", "median_s", "bytes")}
+    s = s.assign(ai=num["gflops_model"] * 1e9 * num["median_s"] / num["bytes"])  # model FLOPs per byte
+    s = s[s["ai"].notna() & (s["ai"] > 0)]
+    peaks = frames.get("peak")
+    peak = peak_by_dtype(peaks.to_dict("records")) if peaks is not None else {}
+    roofs = memory_roofs(bw.to_dict("records"))
+    dtype = str(s["dtype"].iloc[0]) if len(s) else "float32"
+    if s.empty or not roofs or dtype not in peak:
+        return None
+    fig, (ax,) = _subplots(1, width=7.5, height=4.8)
+    x = np.logspace(np.log10(min(s["ai"].min() / 4, 0.1)), np.log10(max(s["ai"].max() * 4, 100)), 200)
+    for level, style in zip(LEVELS, ("-", "--", ":"), strict=True):
+        if level in roofs:
+            gbps = roofs[level][0]
+            ax.plot(x, np.minimum(gbps * x, peak[dtype]), color="0.3", ls=style, lw=1, label=f"{level} {gbps:.0f} GB/s")
+    ax.axhline(peak[dtype], color="k", lw=1.2, label=f"GEMM peak {peak[dtype]:.0f} GFLOP/s")
+    models = list(s["model"].unique())
+    for (impl, model), d in s.groupby(["impl", "model"], sort=False):
+        y = pd.to_numeric(d["gflops_model"], errors="coerce").median()
+        ax.scatter(d["ai"].median(), y, color=colour(str(impl)), edgecolor="k", lw=0.5, zorder=3, s=40,
+                   marker=MODEL_MARKERS[models.index(model) % len(MODEL_MARKERS)])  # fmt: skip
+    for impl in impl_order(frames):
+        if impl in set(s["impl"]):
+            ax.scatter([], [], color=colour(impl), edgecolor="k", lw=0.5, label=impl)
+    for i, m in enumerate(models):
+        ax.scatter([], [], color="w", edgecolor="k", marker=MODEL_MARKERS[i % len(MODEL_MARKERS)], label=str(m))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain_ticks(ax, "x", "")
+    plain_ticks(ax, "y", "")
+    ax.set_xlabel("arithmetic intensity (model FLOPs per compulsory byte)")
+    ax.set_ylabel("GFLOP/s (model FLOPs)")
+    batches = ",".join(str(int(b)) for b in sorted(pd.to_numeric(s["batch_size"]).unique()))
+    ax.set_title(f"{dtype}: {s['phase'].iloc[0]}, batch {batches}, {_threads(frames)}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return png_uri(fig)
+
+
 FIGURES = (
     ("Speedup against NumPy", fig_speedup),
     ("Throughput against batch size", fig_throughput),
     ("Test accuracy per epoch", fig_accuracy),
     ("Agreement error against its tolerance", fig_agreement),
     ("Fraction of this machine's measured peak", fig_frac_peak),
+    ("Roofline", fig_roofline),
 )
 FIGURE_NOTES = {
     "Speedup against NumPy": "train_step throughput over NumPy's in the same run (dashed line: NumPy); "
@@ -189,4 +242,7 @@ FIGURE_NOTES = {
     "model; above the red line fails; a red x is inf or NaN.",
     "Fraction of this machine's measured peak": "FLOPs performed per second against the run's GEMM peak in "
     "the case's dtype; a hatched bar did not validate.",
+    "Roofline": "Each point a backend (colour) and model (marker) at train_step; under the slanted roofs a "
+    "case is held by memory bandwidth (the level its working set fits in), under the flat one by the GEMM "
+    "peak. A point above its roof performs less work than the model's direct count (Winograd).",
 }

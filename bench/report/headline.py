@@ -20,9 +20,11 @@ from bench.plan.sides import same_side
 # "% GEMM peak": the FLOPs the implementation performs per second against the in-run GEMM peak;
 # "% peak, model FLOPs": the model's direct count instead (an effective rate: Numba's Winograd
 # convolutions perform ~2.3x fewer FLOPs, so theirs can pass 100 %)
+# "x of limit": the roofline's bound over the time (bench.measure.derived.roofline; 1 = at the
+# machine's limit), "bound": the term that binds (compute, or the memory level the step fits in)
 COLUMNS = [
-    "impl", "batch", "train_step samples/s", "x vs numpy", "% GEMM peak", "% peak, model FLOPs", "agreement",
-    "final acc", "stability",
+    "impl", "batch", "train_step samples/s", "x vs numpy", "% GEMM peak", "% peak, model FLOPs", "x of limit",
+    "bound", "agreement", "final acc", "stability",
 ]  # fmt: skip
 
 
@@ -83,6 +85,8 @@ def headline_tables(frames: dict[str, pd.DataFrame], cores: int | None = None) -
         ref = dict(zip(g["impl"], g["median_s"], strict=True))
         peak = _frac_peak(speed, str(model), str(dtype), b)
         peak_model = _frac_peak(speed, str(model), str(dtype), b, "frac_peak_model")
+        limit = _frac_peak(speed, str(model), str(dtype), b, "x_of_limit")
+        bound = _bound(speed, str(model), str(dtype), b)
         rows = []
         for r in g.itertuples(index=False):
             sps = b / r.median_s if r.median_s else math.nan
@@ -96,6 +100,8 @@ def headline_tables(frames: dict[str, pd.DataFrame], cores: int | None = None) -
                     "x vs numpy": _num(x, "{:.2f}x" if x >= 0.01 else "{:.2g}x"),
                     "% GEMM peak": _pct(100 * peak.get(r.impl, math.nan)),
                     "% peak, model FLOPs": _pct(100 * peak_model.get(r.impl, math.nan)),
+                    "x of limit": _num(limit.get(r.impl, math.nan), "{:.2f}"),
+                    "bound": bound.get(r.impl, ""),
                     "agreement": _agreement(frames, r.impl, str(model), str(dtype)),
                     "final acc": _accuracy(frames, r.impl, str(model), str(dtype)),
                     "stability": "stable" if r.stable else f"UNSTABLE: {r.flags}",
@@ -123,13 +129,24 @@ def _frac_peak(
     return s.assign(f=pd.to_numeric(s[column], errors="coerce")).groupby("impl")["f"].median().to_dict()
 
 
+def _bound(speed: pd.DataFrame, model: str, dtype: str, batch: int | None) -> dict[str, str]:
+    """Per implementation, the roofline term that binds its train_step at ``batch``."""
+    s = speed[(speed["model"] == model) & (speed["dtype"] == dtype) & (speed["phase"] == "train_step")]
+    s = s[pd.to_numeric(s["batch_size"], errors="coerce") == batch]
+    if "bound" not in s:
+        return {}
+    return {str(i): str(v.dropna().iloc[0]) for i, v in s.groupby("impl")["bound"] if v.notna().any()}
+
+
 def stability_lines(frames: dict[str, pd.DataFrame], cores: int | None = None) -> list[str]:
     """The run-level verdict as Markdown lines: stable, or unstable with every reason."""
     speed = frames.get("speed")
     if speed is None or speed.empty:
         return ["_No speed figures in this run._"]
     cases = stability.case_table(speed, cores)
-    ok, reasons = stability.run_verdict(cases, frames.get("peak"))
+    bound = speed["bound"].dropna().astype(str) if "bound" in speed else pd.Series(dtype=str)
+    binding = {b[len("memory (") : -1] for b in bound if b.startswith("memory (")}  # the roofs a case sits under
+    ok, reasons = stability.run_verdict(cases, frames.get("peak"), frames.get("bandwidth"), binding)
     procs = int(cases["processes"].max()) if len(cases) else 0
     if ok:
         return [f"**Stable run**: every train_step case within its limits ({procs} processes per case at most)."]
@@ -149,9 +166,31 @@ def usable_cores(frames: dict[str, pd.DataFrame]) -> int | None:
 
 
 def headline_markdown(frames: dict[str, pd.DataFrame], table_md: Any) -> list[str]:
-    """The headline block of ``summary.md``: the stability verdict, then a table per model."""
+    """The headline block of ``summary.md``: the stability verdict, a table per model, then the
+    time to accuracy of the models trained to their full recipe."""
     cores = usable_cores(frames)
     out = ["## Headline", "", *stability_lines(frames, cores), ""]
     for title, t in headline_tables(frames, cores).items():
         out += [f"### {title}", "", table_md(t), ""]
+    lines = time_to_accuracy_lines(frames)
+    if lines:
+        out += ["### Time to accuracy", "", *lines, ""]
     return out
+
+
+def time_to_accuracy_lines(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """Per model trained to its spec's epochs (the ``full`` and ``learning`` profiles), each
+    backend's final accuracy and training time to the target: median over seeds and its range
+    (``bench.check.recipes.headline``); a budget-limited run has none."""
+    from bench.check.recipes import _recipe_epochs, headline
+
+    acc = frames.get("accuracy")
+    if acc is None or acc.empty:
+        return []
+    epochs = pd.to_numeric(acc["epoch"], errors="coerce")
+    full = [
+        m
+        for m in acc["model"].dropna().unique()
+        if (e := _recipe_epochs(str(m))) and epochs[acc["model"] == m].max() >= e
+    ]
+    return headline(acc[acc["model"].isin(full)]) if full else []

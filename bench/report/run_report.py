@@ -31,7 +31,13 @@ from bench.measure.results import COMMON
 from bench.plan.sides import tree_label
 from bench.report import page
 from bench.report.figures import FIGURE_NOTES, FIGURES
-from bench.report.headline import headline_markdown, headline_tables, stability_lines, usable_cores
+from bench.report.headline import (
+    headline_markdown,
+    headline_tables,
+    stability_lines,
+    time_to_accuracy_lines,
+    usable_cores,
+)
 from bench.report.render import cell, markdown_table
 from bench.report.tables import build_sections
 
@@ -163,6 +169,10 @@ def headline_blocks(frames: dict[str, pd.DataFrame]) -> list[page.Block]:
     blocks = [page.Block("Headline", note)]
     for title, t in headline_tables(frames, cores).items():
         blocks.append(page.Block(f"Headline: {title}", page.table(t), level=3))
+    lines = time_to_accuracy_lines(frames)
+    if lines:
+        items = "".join(f"<li>{html.escape(x[2:].replace('**', ''))}</li>" for x in lines)
+        blocks.append(page.Block("Time to accuracy", f"<ul>{items}</ul>", level=3))
     return blocks
 
 

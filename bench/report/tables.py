@@ -48,7 +48,28 @@ def agreement_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
         }
     )
     t = summary.join(worst).reset_index()
+    same = determinism(frames)
+    t["deterministic"] = [same.get(k, "") for k in t[keys].itertuples(index=False, name=None)]
     return sort_rows(t, ["model", "dtype", "impl"], impl_order(frames)).reset_index(drop=True)
+
+
+def determinism(frames: dict[str, pd.DataFrame]) -> dict[tuple[str, str, str], str]:
+    """Per (impl, model, dtype): did every speed process get bit-identical parameters after the
+    same training steps from the same seed (``determinism`` records, ``bench.measure.case``)?"""
+    df = frames.get("determinism")
+    if df is None or df.empty:
+        return {}
+    out = {}
+    for key, g in df.groupby(["impl", "model", "dtype"], dropna=False):
+        g = g.drop_duplicates("process", keep="last")
+        n, k, steps = len(g), g["digest"].nunique(), int(pd.to_numeric(g["steps"], errors="coerce").max())
+        if n < 2:
+            out[key] = f"not decidable (1 process, {steps} steps)"
+        elif k == 1:
+            out[key] = f"yes (bit-identical in {n} processes, {steps} steps)"
+        else:
+            out[key] = f"no ({k} different results in {n} processes, {steps} steps)"
+    return out
 
 
 def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
@@ -61,7 +82,10 @@ def speed_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     t["iqr_ms"] = pd.to_numeric(t["iqr_s"], errors="coerce") * 1e3
     cols = ["model", "dtype", "phase", "batch_size", "impl"] + (["process"] if "process" in t else [])
     cols += ["median_ms", "iqr_ms", "rounds", "samples_per_s"]
-    cols += ["speedup_vs_numpy", "x_vs_pure_python_b1", "gflops", "frac_peak", "frac_peak_model", "validated"]
+    t["limit_ms"] = pd.to_numeric(t["limit_s"], errors="coerce") * 1e3
+    t["MB"] = pd.to_numeric(t["bytes"], errors="coerce") / 1e6
+    cols += ["speedup_vs_numpy", "x_vs_pure_python_b1", "gflops", "frac_peak", "frac_peak_model"]
+    cols += ["MB", "limit_ms", "bound", "x_of_limit", "validated"]
     return sort_rows(t[cols], ["model", "dtype", "phase", "batch_size", "impl"], impl_order(frames)).reset_index(
         drop=True
     )
@@ -158,7 +182,9 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
     sec.append(
         Section(
             "Agreement with the NumPy float64 reference",
-            "Worst relative error (max_abs / max|ref|) per phase; `passed` is every tensor within tolerance.",
+            "Worst relative error (max_abs / max|ref|) per phase; `passed` is every tensor within tolerance; "
+            "`deterministic`: whether every speed process (a fresh process each) got bit-identical parameters "
+            "after the same training steps (dropout on) from the same parameters, batch and seed.",
             agreement_table(frames),
         )
     )
@@ -173,7 +199,10 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
             "about 2.3x fewer) per second; `frac_peak`: that against the in-run GEMM peak in the case's "
             "dtype; `frac_peak_model`: the model's direct FLOP count per second against the same peak (an "
             "effective rate, comparable across algorithms: above 1 where an algorithm skips work); "
-            "`validated` = agreement passed.",
+            "`MB`: the phase's compulsory memory traffic, counted from the spec; `limit_ms`: the roofline's "
+            "bound, the longer of model FLOPs at the GEMM peak and `MB` at the bandwidth of the memory level "
+            "the phase's working set fits in (`bound` says which); `x_of_limit`: `limit_ms` over the median "
+            "(1: at the machine's limit); `validated` = agreement passed.",
             speed_table(frames),
         )
     )
@@ -186,6 +215,17 @@ def build_sections(frames: dict[str, pd.DataFrame]) -> list[Section]:
         )
     )
     sec.append(Section("Measured peak", "", simple_table(frames, "peak", ["dtype", "gemm_n", "gflops", "median_s"])))
+    sec.append(
+        Section(
+            "Measured bandwidth",
+            "STREAM-style copy and triad over NumPy arrays sized for each memory level (half the L2, half the "
+            "last-level cache, 4x the last-level cache for DRAM), best round, before and after the cases; the "
+            "triad is the roofline's memory roof (bench/measure/probe/stream.py).",
+            simple_table(
+                frames, "bandwidth", ["when", "threads", "level", "kernel", "ws_bytes", "gbps", "gbps_median"]
+            ),
+        )
+    )
     sec.append(
         Section(
             "Compile / JIT time",

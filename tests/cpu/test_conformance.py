@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 
+from bench.check import dropout
 from bench.check.agreement import check, sample_batch
 from bench.core.params import init_params
 from bench.plan import backends
@@ -176,3 +177,65 @@ def test_params_never_alias_and_callers_arrays_are_untouched(name, dtype):
     for k in given:
         assert np.array_equal(given[k], given_copy[k]), f"{name} modified the caller's {k}"
     assert np.array_equal(x, x0) and np.array_equal(y, y0), f"{name} modified the caller's batch"
+
+
+# ---------------------------------------------------------------------------- dropout
+DROPOUT_RATES = (0.4, 0.2)  # the course's mlp and dnn
+
+
+@pytest.mark.parametrize("rate", DROPOUT_RATES)
+@pytest.mark.parametrize("name", NAMES)
+def test_dropout_keeps_1_minus_rate_and_scales_by_its_inverse(name, rate):
+    """Training-mode dropout read off the backend's own ``train_step`` (``bench.check.dropout``):
+    keep probability, inverted scale, a fresh mask per seed."""
+    module = _backend(name)
+    if "gpu" in getattr(module, "REQUIRES", ()):
+        pytest.skip(f"{name}: a GPU backend (tests/gpu)")
+    builds = 4 if name == "torch-compile" else 8  # each build compiles afresh
+    res = dropout.check(module, rate, "float64", builds=builds, units=300 if name == "pure_python" else 2000)
+    assert res.ok, f"{name}: {res.detail()}"
+
+
+class _Wrapped:
+    """A backend made wrong on purpose from NumPy's: the negative controls of the dropout check."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+
+    def build(self, spec, params, dtype="float32", seed=0):
+        inner = backends.get("numpy")
+        if self.fault == "rate":  # drops 0.5 where the spec says less
+            layers = [dict(lay.to_dict(), rate=0.5) if lay.type == "dropout" else lay.to_dict() for lay in spec.layers]
+            spec = spec.replace(layers=layers)
+        if self.fault == "seed":  # every build draws the same masks
+            seed = 0
+        model = inner.build(spec, params, dtype, seed=seed)
+        if self.fault == "scale":  # no inverted scaling: the kept units' update is (1 - rate) too small
+            keep = 1 - next(lay.rate for lay in spec.layers if lay.type == "dropout")
+            return _Unscaled(model, keep)
+        return model
+
+
+class _Unscaled:
+    def __init__(self, model, keep: float) -> None:
+        self.m, self.keep, self.before = model, keep, None
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+    def train_step(self, x, y):
+        self.before = self.m.params()
+        self.m.train_step(x, y)
+
+    def params(self):
+        now = self.m.params()
+        if self.before is None:
+            return now
+        return {k: self.before[k] + (now[k] - self.before[k]) * self.keep for k in now}
+
+
+@pytest.mark.parametrize("fault", ["rate", "seed", "scale"])
+def test_dropout_check_fails_a_wrong_backend(fault):
+    res = dropout.check(_Wrapped(fault), 0.4, "float64")
+    assert not res.ok, f"a backend with the wrong {fault} passed: {res.detail()}"
+    assert dropout.check(backends.get("numpy"), 0.4, "float64").ok  # the positive control, same draws

@@ -17,7 +17,7 @@ def speed(impl: str, median: float, batch: int = 50, process: int = 0, phase: st
     skips = 2.3 if impl == "torch" else 1.0  # as if torch performed 2.3x fewer FLOPs than the model's count
     return make_record("speed", impl=impl, model="mlp", dtype="float32", phase=phase, batch_size=batch,
                        median_s=median, gflops=batch / median / 1e3, gflops_model=skips * batch / median / 1e3,
-                       process=process)  # fmt: skip
+                       process=process, bytes=6_000_000, working_set_bytes=4_000_000)  # fmt: skip
 
 
 def records() -> list[dict]:
@@ -27,6 +27,9 @@ def records() -> list[dict]:
     recs += [speed("pure_python", 0.1, batch=1), speed("numpy", 0.001, batch=1, phase="train_step")]
     peaks = ((90.0, "before"), (100.0, "after"))
     recs += [make_record("peak", impl="numpy", dtype="float32", gflops=g, when=w) for g, w in peaks]
+    roofs = (("L2", 1 << 20, 80.0), ("LLC", 32 << 20, 60.0))
+    recs += [make_record("bandwidth", impl="numpy", dtype="float64", level=lv, kernel="triad", threads=1,
+                         cache_bytes=c, gbps=g, when="before") for lv, c, g in roofs]  # fmt: skip
     return recs
 
 
@@ -54,7 +57,9 @@ def test_report_loader_fills_exactly_what_the_run_writes():
     assert len(loaded) == len(want)
     for col in DERIVED_COLUMNS:
         for got, r in zip(loaded[col], want, strict=True):
-            assert (math.isnan(got) and r[col] is None) or got == pytest.approx(r[col]), (col, r["impl"])
+            missing = got is None or (isinstance(got, float) and math.isnan(got))
+            assert (missing and r[col] is None) or got == pytest.approx(r[col]), (col, r["impl"])
+    assert loaded["bound"].notna().all() and loaded["x_of_limit"].notna().all()  # the roofline too
 
 
 def test_report_loader_keeps_what_the_run_wrote():

@@ -324,3 +324,26 @@ def test_compare_ab_refuses_a_plain_run(tmp_path, capsys, no_required):
     assert compare.main(["--ab", str(run)]) == 2
     assert "not an A/B run" in capsys.readouterr().err
     assert compare.main([str(run)]) == 2  # one run without --ab
+
+
+def test_gate_json_judges_the_confirmation_beside_the_first_measurement(tmp_path, monkeypatch, no_required):
+    """gate.json's rows (and so the RESULT line's "speed FAILS: ...") come from the confirmation
+    compared as the confirmation is judged, beside the first measurement (the reproduction
+    rule reads its R): without it a reproduced suspect read "inconclusive" there while the
+    verdict was FAIL."""
+    from bench.gate import speed_rows
+
+    first, again = ab_run(tmp_path, "first", {"numpy": 1.5}), ab_run(tmp_path, "again", {"numpy": 1.5})
+    seen: list[bool] = []
+    real = compare.compare_frames
+
+    def spy(base, cur, cfg=None, first=None, **kw):
+        seen.append(first is not None)
+        return real(base, cur, cfg, first, **kw)
+
+    monkeypatch.setattr(compare, "compare_frames", spy)
+    ab = json.loads((first / RUN_FILE).read_text())["gate_ref"]
+    rows = speed_rows(first, again, None, ab)
+    assert seen == [False, True]  # the first measurement alone, then the confirmation beside it
+    row = next(r for r in rows if r["impl"] == "numpy" and r["model"] == "ALL")
+    assert row["measurement"] == "confirmation" and row["verdict"] == "FAIL"

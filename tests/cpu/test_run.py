@@ -88,6 +88,15 @@ FAKES = {
         def build(spec, params, dtype):
             return Broken(spec, params, dtype)
     """,
+    "fake_nondet": """
+        import os
+        from implementations.numpy.model import XpModel
+        REQUIRES = ()
+        def available(): return True, "fake: numpy whose dropout masks come from the process id"
+        def settings(): return {}
+        def build(spec, params, dtype, seed=0):
+            return XpModel(spec, params, dtype, seed=os.getpid())
+    """,
     "fake_wrong": """
         from implementations.numpy.model import XpModel
         REQUIRES = ()
@@ -223,11 +232,14 @@ def test_speed_cases_run_in_several_processes(tmp_path, fakes):
     """``speed.processes = 3``: each speed case is measured in 3 fresh workers, process-major
     (every case's 2nd before any 3rd); compile records only from the first; the case's
     speedup uses the median of process medians; stability rows come out per case."""
+    from bench.measure.frames import load_run
     from bench.measure.stability import case_table
+    from bench.report.tables import determinism
 
     prof = write_profile(tmp_path)
     prof.write_text(prof.read_text().replace("[speed]\n", "[speed]\nprocesses = 3\n"))
-    assert run_main("--profile", str(prof), "--impls", "numpy,pure_python", "--out", str(tmp_path / "out")) == 0
+    impls = "numpy,pure_python,fake_nondet"
+    assert run_main("--profile", str(prof), "--impls", impls, "--out", str(tmp_path / "out")) == 0
     run_dir = (tmp_path / "out" / "latest").resolve()
     recs = read_records(run_dir)
     check_schema(recs)
@@ -238,10 +250,15 @@ def test_speed_cases_run_in_several_processes(tmp_path, fakes):
         assert all(r["loadavg"] >= 0 for r in speed if r["impl"] == impl)
     assert len([r for r in recs if r["kind"] == "compile" and r["impl"] == "numpy"]) == 4  # build + 3 phases, once
     parts = [json.loads(line)["part"] for line in (run_dir / "cases.jsonl").read_text().splitlines()]
-    assert parts.index("speed-p1") < parts.index("speed-p2") and parts.count("speed-p1") == 2
+    assert parts.index("speed-p1") < parts.index("speed-p2") and parts.count("speed-p1") == 3
     assert all(r["speedup_vs_numpy"] == pytest.approx(1.0) for r in speed if r["impl"] == "numpy")
     cases = case_table(pd.DataFrame(speed), cores=2, processes=3)
-    assert len(cases) == 6 and set(cases["processes"]) == {3}
+    assert len(cases) == 9 and set(cases["processes"]) == {3}
+    # the same seed in three fresh processes: the same bits, unless the masks follow the process
+    same = determinism(load_run(run_dir))
+    assert same[("numpy", "tiny-mlp", "float32")].startswith("yes (bit-identical in 3 processes, 3 steps)")
+    assert same[("pure_python", "tiny-mlp", "float32")].startswith("yes")
+    assert same[("fake_nondet", "tiny-mlp", "float32")].startswith("no (3 different results in 3 processes")
     # resuming a finished run measures nothing again
     assert brun.main(["--resume", str(run_dir), "--no-report", "--threads", "1"]) == 0
     assert len([r for r in read_records(run_dir) if r["kind"] == "speed"]) == len(speed)
