@@ -47,7 +47,7 @@ def print_tables(tables: dict[str, pd.DataFrame], out: Any, wide: bool = False) 
     import textwrap
 
     fmt = {"R": "{:.3f}", "ci_low": "{:.3f}", "ci_high": "{:.3f}", "base_ratio": "{:.4g}", "cur_ratio": "{:.4g}"}
-    fmt |= {"x_of_limit": "{:.2f}"}
+    fmt |= {"x_of_limit": "{:.2g}"}
     fmt |= {"base_acc": "{:.4f}", "cur_acc": "{:.4f}", "tol": "{:.4f}", "band_low": "{:.4f}", "worst_rel": "{:.2e}"}
     for name, t in tables.items():
         print(f"\n== {name} ==", file=out)

@@ -164,7 +164,9 @@ def headline_blocks(frames: dict[str, pd.DataFrame]) -> list[page.Block]:
     note = page.para(
         "train_step at the spec's batch size, at the threads named above; "
         "x vs numpy: per-sample throughput against NumPy in this run; % GEMM peak: against this run's "
-        "measured float GEMM rate. " + smoke_note(frames)
+        "measured float GEMM rate; x of limit: the roofline's bound (model FLOPs at that rate, or the phase's "
+        "compulsory bytes at the measured bandwidth of the memory level it fits in, whichever is longer) over "
+        "the time, 1 = at the machine's limit. " + smoke_note(frames)
     )
     blocks = [page.Block("Headline", note)]
     for title, t in headline_tables(frames, cores).items():

@@ -23,7 +23,7 @@ import pytest
 from bench import run as brun
 from bench.measure.derived import fill_derived
 from bench.measure.results import COMMON, EXIT_CASES_FAILED, KIND_COLUMNS, SCHEMA_VERSION, make_record, read_records
-from bench.measure.run_state import done_parts
+from bench.measure.run_state import done_parts, write_records_atomic
 from bench.measure.spawn import WorkerResult, failure
 from bench.plan import backends
 
@@ -368,6 +368,32 @@ def test_accuracy_records_with_budget(tmp_path):
     assert npy["validated"] is None  # no agreement in this profile: neither validated nor refuted
 
 
+def test_seeds_option_and_a_resumed_accuracy_part_keeps_its_finished_seeds(tmp_path):
+    """``--seeds 0-2`` trains three seeds; a part interrupted after two of them trains the third
+    alone on ``--resume`` (each seed's records are written when it ends)."""
+    from bench.plan.data import MnistError
+    from bench.plan.inputs import mnist_arrays
+
+    try:
+        mnist_arrays()
+    except MnistError as e:
+        pytest.skip(f"MNIST not available here: {e}")
+    prof = write_profile(tmp_path, parts='["accuracy"]')
+    assert run_main("--profile", str(prof), "--impls", "numpy", "--seeds", "0-2", "--out", str(tmp_path / "o")) == 0
+    run_dir = (tmp_path / "o" / "latest").resolve()
+    recs = read_records(run_dir)
+    assert sorted({r["seed"] for r in recs if r["kind"] == "accuracy"}) == [0, 1, 2]
+    # as if the worker died during seed 2: its records absent, the part not marked done
+    write_records_atomic(run_dir, [r for r in recs if not (r["kind"] == "accuracy" and r["seed"] == 2)])
+    cases = run_dir / "cases.jsonl"
+    cases.write_text("".join(ln for ln in cases.read_text().splitlines(True) if '"part": "accuracy"' not in ln))
+    before = [r for r in read_records(run_dir) if r["kind"] == "accuracy"]
+    assert brun.main(["--resume", str(run_dir), "--no-report", "--threads", "1"]) == 0
+    after = [r for r in read_records(run_dir) if r["kind"] == "accuracy"]
+    assert after[: len(before)] == before  # seeds 0 and 1 kept as they were
+    assert [r["seed"] for r in after[len(before) :]] == [2]  # only seed 2 trained again
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -376,6 +402,8 @@ def test_accuracy_records_with_budget(tmp_path):
         (["--dtype", "float16"], "unknown dtype(s) float16"),
         (["--profile", "nope"], "unknown profile 'nope'"),
         (["--resume", "/nonexistent/run"], "not a run directory"),
+        (["--seeds", "0-x"], "--seeds: '0-x' is not a seed or a range like 0-9"),
+        (["--seeds", "5-2"], "--seeds: '5-2' is not a range of seeds >= 0, low to high"),
     ],
 )
 def test_bad_input_clear_message_nonzero_exit(tmp_path, capsys, args, message):
