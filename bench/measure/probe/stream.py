@@ -14,8 +14,8 @@ cache, and four times the last-level cache (at least 64 MiB) for main memory. Th
 level together fill its working set. At ``threads`` > 1 the arrays are split into one
 contiguous chunk per thread, each pass run on Python threads (NumPy releases the GIL in these
 loops). A figure is the best of ``rounds`` rounds (a bandwidth is what the machine can do, as
-the GEMM peak), each round repeating the kernel until it lasts ``ROUND_MIN_S``; the median is
-recorded beside it. The run measures it before and after its cases, next to the GEMM peak
+the GEMM peak), each round repeating the kernel until it lasts ``ROUND_MIN_S``, after one
+untimed round (caches, threads and clock warm); the median is recorded beside it. The run measures it before and after its cases, next to the GEMM peak
 (``bench.measure.worker.cmd_peak``), and flags a run whose two figures moved apart
 (``bench.measure.stability``).
 """
@@ -110,8 +110,9 @@ def measure(kernel: str, ws_bytes: int, threads: int, rounds: int) -> dict[str, 
             list(pool.map(lambda f: [f() for _ in range(reps)], parts))
             return time.perf_counter() - t0
 
-        one_pass(1)  # warm-up: caches filled, threads started
+        one_pass(1)  # first touch: caches filled, threads started
         reps = max(1, int(ROUND_MIN_S / max(one_pass(1), 1e-7)) + 1)
+        one_pass(reps)  # a whole untimed round: the core at its working clock before the timed ones
         times = [one_pass(reps) / reps for _ in range(rounds)]
     return {
         "kernel": kernel,
