@@ -15,9 +15,9 @@ level together fill its working set. At ``threads`` > 1 the arrays are split int
 contiguous chunk per thread, each pass run on Python threads (NumPy releases the GIL in these
 loops). A figure is the best of ``rounds`` rounds (a bandwidth is what the machine can do, as
 the GEMM peak), each round repeating the kernel until it lasts ``ROUND_MIN_S``, after one
-untimed round (caches, threads and clock warm); the median is recorded beside it. The run measures it before and after its cases, next to the GEMM peak
-(``bench.measure.worker.cmd_peak``), and flags a run whose two figures moved apart
-(``bench.measure.stability``).
+untimed round (caches, threads and clock warm); the median is recorded beside it. The run
+measures it before and after its cases, next to the GEMM peak (``bench.measure.worker.cmd_peak``),
+and flags a run whose two figures moved apart (``bench.measure.stability``).
 """
 
 from __future__ import annotations
