@@ -195,6 +195,9 @@ def _train_step_rows(
     table = compare_frames(base, cur, cfg, first, speed_note=note, ab=ab)["speed"]
     if table.empty:
         return []
+    from bench.judge.speed import NOT_IN_BASELINE
+
+    table = table[table["detail"] != NOT_IN_BASELINE]  # the report's table: the cases both sides have
     keep = ["impl", "model", "dtype", "batch_size", "ref", "base_ratio", "cur_ratio", "R", "ci_low", "ci_high",
             "verdict", "detail"]  # fmt: skip
     records = table[table["phase"] == "train_step"].reindex(columns=keep).to_dict("records")

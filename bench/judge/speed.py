@@ -22,6 +22,7 @@ CRASH_STATUSES = ("crash", "timeout", "oom", "not_implemented")
 SPEED_CASE = ["impl", "model", "dtype", "phase", "batch_size"]
 REFERENCE = "numpy"
 PEAK_REF = "gemm"
+NOT_IN_BASELINE = "not in the baseline (not gated)"  # a case only the current run has
 TWIN_REF = "REF"  # an A/B run: each case against its own twin on REF's side, in the same run
 
 
@@ -335,6 +336,9 @@ def check_speed(
     gone = sorted((k for k in sb if k not in sc and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
     for key in gone:
         rows.append(dict(zip(SPEED_CASE, key, strict=True)) | {"verdict": NOTE, "detail": "not measured in current"})
+    new = sorted((k for k in sc if k not in sb and k[0] != PEAK_REF), key=lambda k: tuple(str(x) for x in k))
+    for key in new:  # e.g. a backend the baseline predates: said, not silently left out
+        rows.append(dict(zip(SPEED_CASE, key, strict=True)) | {"verdict": NOTE, "detail": NOT_IN_BASELINE})
     return with_limits(pd.DataFrame(rows), cur.get("speed"))
 
 

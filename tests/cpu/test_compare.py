@@ -662,3 +662,16 @@ def test_phase_aggregate_is_not_diluted_by_untouched_phases():
     assert agg.loc["train_step", "R"] > agg.loc["ALL", "R"] * 1.1
     for phase in ("forward", "loss_and_grads"):
         assert 0.75 < agg.loc[phase, "R"] < 1.33 and agg.loc[phase, "verdict"] != compare.FAIL, phase
+
+
+def test_a_backend_the_baseline_lacks_is_listed_not_gated(tmp_path):
+    """Speed cases of a backend the baseline predates are rows saying so, never left out silently;
+    they do not count as compared (the gate still judges the others)."""
+    base = synthetic_run(tmp_path / "b", seed=1, impls=("numpy", "torch"))
+    cur = synthetic_run(tmp_path / "c", seed=2, impls=("numpy", "torch", "numba"))
+    b, c, _ = compare.load_pair(str(base), str(cur))
+    sp = compare.compare_frames(b, c)["speed"]
+    new = sp[sp["impl"] == "numba"]
+    assert len(new) and (new["verdict"] == "note").all()
+    assert new["detail"].str.contains("not in the baseline").all()
+    assert (sp[sp["impl"] == "torch"]["verdict"] != "note").any()  # the others are judged
