@@ -73,7 +73,7 @@ def test_equivalence_same_differs_undecidable_and_the_aa_row():
     aa = eq.loc["numpy (A/A: seeds 10-19 vs 0-9)"]
     assert aa["verdict"].startswith("same") and 0.0 <= aa["false_alarm_rate"] <= 0.15
     one = recipes.equivalence_table(_acc({"numpy": seeds(0.975, 3), "torch": seeds(0.975, 1)})).set_index("impl")
-    assert one.loc["torch", "verdict"] == "not decidable (1 seed)"
+    assert one.loc["torch", "verdict"] == "not decidable (1 seed; at least 5 needed)"
     subset = pd.concat(
         [_acc({"numpy": seeds(0.975, 3), "numba": seeds(0.975, 3)}), _acc({"pure_python": [[0.8]]}, n=1000)]
     )
