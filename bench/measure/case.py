@@ -287,13 +287,10 @@ class Case:
         """Seeds of this case whose every epoch is recorded already (a run resumed mid-case)."""
         from bench.measure.results import read_records
 
+        me = (self.impl, self.model_name, self.dtype)
         seen: dict[int, set[int]] = {}
         for r in read_records(self.run_dir):
-            if r["kind"] == "accuracy" and (r["impl"], r["model"], r["dtype"]) == (
-                self.impl,
-                self.model_name,
-                self.dtype,
-            ):
+            if r["kind"] == "accuracy" and (r["impl"], r["model"], r["dtype"]) == me:
                 seen.setdefault(int(r["seed"]), set()).add(int(r["epoch"]))
         return {s for s, e in seen.items() if len(e) >= epochs}
 

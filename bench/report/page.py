@@ -123,6 +123,11 @@ def verdict_html(text: str) -> str:
     return f"<p class='verdict {cls}'>{html.escape(text)}</p>"
 
 
+def bullets(lines: list[str]) -> str:
+    """Markdown bullet lines (``- **model**: ...``) as an HTML list, the bold marks dropped."""
+    return "<ul>" + "".join(f"<li>{html.escape(x[2:].replace('**', ''))}</li>" for x in lines) + "</ul>"
+
+
 def para(text: str, cls: str = "note") -> str:
     return f"<p class='{cls}'>{html.escape(text)}</p>" if text else ""
 

@@ -7,7 +7,6 @@ uses the analysis (no import circle).
 from __future__ import annotations
 
 import argparse
-import html
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +42,7 @@ def write(out_dir: str | Path, run_dirs: list[str], targets: dict[str, float] | 
     curves.columns = [f"epoch_{int(c)}" for c in curves.columns]
     md += ["", "## Test accuracy per epoch", "", markdown_table(curves.reset_index())]
     (out / "recipes.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    lead = "<ul>" + "".join(f"<li>{html.escape(x[2:].replace('**', ''))}</li>" for x in headline(acc)) + "</ul>"
+    lead = page.bullets(headline(acc))
     lead = page.para("Runs: " + ", ".join(Path(d).name for d in run_dirs), "") + lead
     curves_uri = png_uri(fig_curves(acc, None, page.colour))
     blocks = [page.Block("Test accuracy per epoch", page.figure(curves_uri, "curves", "Mean over seeds, band min..max; "

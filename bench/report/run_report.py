@@ -173,8 +173,7 @@ def headline_blocks(frames: dict[str, pd.DataFrame]) -> list[page.Block]:
         blocks.append(page.Block(f"Headline: {title}", page.table(t), level=3))
     lines = time_to_accuracy_lines(frames)
     if lines:
-        items = "".join(f"<li>{html.escape(x[2:].replace('**', ''))}</li>" for x in lines)
-        blocks.append(page.Block("Time to accuracy", f"<ul>{items}</ul>", level=3))
+        blocks.append(page.Block("Time to accuracy", page.bullets(lines), level=3))
     return blocks
 
 
